@@ -1,0 +1,172 @@
+"""Benchmark of ``diffeosens.deform`` against a reference-style baseline (issue: perturbations core).
+
+Usage::
+
+    python bench/diffeo.py                 # CPU, the full table (a few minutes on 2 cores)
+    python bench/diffeo.py --quick         # fewer shapes
+    python bench/diffeo.py --device cuda   # adds the GPU bandwidth-floor comparison
+
+The baseline follows the reference implementation's algorithm and calling pattern (methods §2,
+written here from the spec): one ``deform`` call per image in a Python loop; each call builds
+the sine tables, draws a ``cut x cut`` standard-normal matrix per component, masks the modes,
+synthesises the field, and remaps with a gather-based bilinear interpolation from the floor
+and ceiling neighbours with clamped indices. The Gaussian baseline is the reference's
+``n^4`` formulation (an ``[n, n, n, n]`` weight tensor per image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_time, header, markdown_table  # noqa: E402
+
+from diffeosens import deform, temperature_for  # noqa: E402
+
+SIGMA = 0.4715
+
+
+# ---------------------------------------------------------------- reference-style baseline
+
+
+def ref_scalar_field(n: int, cut: float, gen: torch.Generator) -> torch.Tensor:
+    """One sine-series scalar field on an n x n grid (unit variance per mode times 1/sqrt(i^2+j^2))."""
+    x = torch.linspace(0, 1, n)
+    k = torch.arange(1, int(cut) + 1)
+    i, j = torch.meshgrid(k, k, indexing="ij")
+    r = (i.pow(2) + j.pow(2)).sqrt()
+    e = (r < cut + 0.5) / r
+    s = torch.sin(math.pi * x[:, None] * k[None, :])  # [n, K]
+    c = torch.randn(int(cut), int(cut), generator=gen) * e
+    return torch.einsum("ij,xi,yj->yx", c, s, s)
+
+
+def ref_remap(a: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    n = a.shape[-1]
+    y, x = torch.meshgrid(torch.arange(n, dtype=dx.dtype), torch.arange(n, dtype=dx.dtype), indexing="ij")
+    xn = (x - dx).clamp(0, n - 1)
+    yn = (y - dy).clamp(0, n - 1)
+    xf = xn.floor().long()
+    yf = yn.floor().long()
+    xc = xn.ceil().long()
+    yc = yn.ceil().long()
+    xv = xn - xf
+    yv = yn - yf
+    return (
+        (1 - yv) * (1 - xv) * a[..., yf, xf]
+        + (1 - yv) * xv * a[..., yf, xc]
+        + yv * (1 - xv) * a[..., yc, xf]
+        + yv * xv * a[..., yc, xc]
+    )
+
+
+def ref_gaussian_remap(a: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    n = a.shape[-1]
+    y, x = torch.meshgrid(torch.arange(n, dtype=dx.dtype), torch.arange(n, dtype=dx.dtype), indexing="ij")
+    xn = (x - dx).clamp(0, n - 1)
+    yn = (y - dy).clamp(0, n - 1)
+    q = torch.arange(n, dtype=dx.dtype)
+    # [n, n, n, n] weights: output (y, x) against input (qy, qx)
+    w = torch.exp(
+        -((yn[:, :, None, None] - q[None, None, :, None]) ** 2 + (xn[:, :, None, None] - q[None, None, None, :]) ** 2)
+        / (2 * SIGMA**2)
+    )
+    w = w / w.sum((2, 3), keepdim=True)
+    return torch.einsum("yxab,cab->cyx", w, a)
+
+
+def ref_deform(image: torch.Tensor, T: float, cut: float, gen: torch.Generator, interp: str) -> torch.Tensor:
+    n = image.shape[-1]
+    u = ref_scalar_field(n, cut, gen)
+    v = ref_scalar_field(n, cut, gen)
+    dx = T**0.5 * u * n
+    dy = T**0.5 * v * n
+    if interp == "gaussian":
+        return ref_gaussian_remap(image, dx, dy)
+    return ref_remap(image, dx, dy)
+
+
+def ref_batch(images: torch.Tensor, T: float, cut: float, gen: torch.Generator, interp: str) -> torch.Tensor:
+    return torch.stack([ref_deform(img, T, cut, gen, interp) for img in images])
+
+
+# ---------------------------------------------------------------- benchmark
+
+
+def run(device: torch.device, quick: bool, rounds: int) -> list[dict[str, object]]:
+    rows = []
+    cases = []
+    for n in (32, 224):
+        for b in (64, 256, 1024):
+            for cut in (3, 15):
+                for interp in ("linear", "gaussian"):
+                    if quick and (b != 256 or cut != 3):
+                        continue
+                    cases.append((n, b, cut, interp))
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    for n, b, cut, interp in cases:
+        x = torch.rand(b, 3, n, n, device=device)
+        delta = 1.0 if cut == 3 else 0.5  # cut 15 at n=32 has T_max below delta = 1
+        T = float(temperature_for(delta, cut, n))
+        gen = torch.Generator(device=device).manual_seed(0)
+        t_ours = best_time(lambda: deform(x, T=T, cut=cut, interp=interp, generator=gen), rounds=rounds, sync=sync)
+        row = {"n": n, "B": b, "cut": cut, "interp": interp, "ours img/s": f"{b / t_ours:,.0f}"}
+        baseline_ok = device.type == "cpu" and not (interp == "gaussian" and n > 32)
+        if baseline_ok:
+            xb = x if interp == "linear" else x[: min(b, 64)]  # the n^4 baseline is slow: time fewer images
+            cpu_gen = torch.Generator().manual_seed(0)
+            t_ref = best_time(lambda: ref_batch(xb, T, cut, cpu_gen, interp), rounds=max(2, rounds // 2), min_time=0.0)
+            ref_rate = len(xb) / t_ref
+            row["baseline img/s"] = f"{ref_rate:,.0f}"
+            row["ratio"] = f"{(b / t_ours) / ref_rate:.1f}x"
+        else:
+            row["baseline img/s"] = "n/a (n^4 infeasible)" if interp == "gaussian" else "n/a"
+            row["ratio"] = "-"
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def bandwidth_floor(device: torch.device, rounds: int) -> str:
+    """CUDA: deform at 224x224, B=1024 against the bytes moved at the measured copy bandwidth."""
+    n, b = 224, 1024
+    x = torch.rand(b, 3, n, n, device=device)
+    T = float(temperature_for(1.0, 3, n))
+    gen = torch.Generator(device=device).manual_seed(0)
+    t = best_time(lambda: deform(x, T=T, cut=3, generator=gen), rounds=rounds, sync=torch.cuda.synchronize)
+    big = torch.empty(1 << 28, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(big)
+    t_copy = best_time(lambda: dst.copy_(big), rounds=rounds, sync=torch.cuda.synchronize)
+    bw = 2 * big.numel() / t_copy  # bytes read + written per second
+    moved = 2 * x.numel() * x.element_size() + b * n * n * 2 * 4  # image in + out, plus the grid
+    floor = moved / bw
+    return (
+        f"CUDA 224x224 B=1024 linear: {b / t:,.0f} img/s; copy bandwidth {bw / 1e9:,.0f} GB/s; "
+        f"bandwidth floor {b / floor:,.0f} img/s; deform at {100 * floor / t:.0f}% of the floor"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    print(header(device))
+    print("command: python bench/diffeo.py " + " ".join(sys.argv[1:]))
+    rows = run(device, args.quick, args.rounds)
+    print()
+    print(markdown_table(rows))
+    if device.type == "cuda":
+        print()
+        print(bandwidth_floor(device, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
