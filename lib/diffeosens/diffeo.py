@@ -63,12 +63,11 @@ __all__ = [
 
 #: Standard deviation (pixels) of the ``gaussian`` interpolation kernel of the reference.
 GAUSSIAN_SIGMA = 0.4715
-#: Window offsets used by the Gaussian resampler for large images: every pixel farther than
-#: 4 px from the source point is dropped, a relative weight below exp(-16 / (2 sigma^2)) = 2e-16.
+#: Tap offsets of the Gaussian resampler around floor(source): every pixel left out is at least
+#: 4 px from the source point, a relative weight below exp(-16 / (2 sigma^2)) = 2e-16.
 _GAUSS_OFFSETS = tuple(range(-3, 5))
-#: Above this many pixels per image the Gaussian resampler switches from the dense separable
-#: product (cost ~ H W (H + W) per pixel... i.e. n^4) to the 8x8 window (cost ~ 64 per pixel).
-_GAUSS_DENSE_MAX_PIXELS = 48 * 48
+#: The Gaussian resampler works on chunks of about this many output pixels.
+_GAUSS_CHUNK_PIXELS = 1 << 16
 #: Work is split into chunks of about this many output pixels (keeps the grid in cache).
 _CHUNK_PIXELS = 1 << 18
 
@@ -433,54 +432,65 @@ def _source_pixels(fields: Tensor) -> tuple[Tensor, Tensor]:
     return sy, sx
 
 
-def _gauss(d: Tensor) -> Tensor:
-    return torch.exp(d.square() * (-0.5 / GAUSSIAN_SIGMA**2))
+def _axis_weights(s: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    r"""Unnormalised 1D Gaussian weights of the 8 taps around each source coordinate.
 
+    For a source :math:`s = q_0 + f` (:math:`q_0 = \lfloor s \rfloor`) and taps :math:`q_0 + k`,
+    :math:`k \in \{-3, \dots, 4\}`:
+    :math:`e^{-(f-k)^2/2\sigma^2} = e^{-f^2/2\sigma^2}\,(e^{f/\sigma^2})^k\,e^{-k^2/2\sigma^2}`. The first
+    factor is common to all taps and cancels in the normalisation, so one exponential per point
+    suffices. Taps outside ``[0, n-1]`` get weight 0 (the sum runs over the image's pixels only).
 
-def _gaussian_dense(images: Tensor, sy: Tensor, sx: Tensor) -> Tensor:
-    r"""Exact Gaussian resampling over all pixels, separably: cost :math:`O(C H W (H + W))` per image."""
-    b, c, h, w = images.shape
-    qy = torch.arange(h, dtype=images.dtype, device=images.device)
-    qx = torch.arange(w, dtype=images.dtype, device=images.device)
-    wy = _gauss(sy.reshape(b, h * w, 1) - qy)  # [B, P, H]
-    wx = _gauss(sx.reshape(b, h * w, 1) - qx)  # [B, P, W]
-    wy = wy / wy.sum(-1, keepdim=True)
-    wx = wx / wx.sum(-1, keepdim=True)
-    xt = images.permute(0, 3, 1, 2).reshape(b, w, c * h)  # [B, qx, (c, qy)]
-    z = torch.bmm(wx, xt).view(b, h * w, c, h)  # sum over qx -> [B, P, C, qy]
-    out = torch.einsum("bpcy,bpy->bcp", z, wy)
-    return out.reshape(b, c, h, w)
+    Returns ``(weights [..., 8], q0 [...] as int64)`` for a source tensor of shape ``[...]``.
+    """
+    q0 = s.floor()
+    f = s - q0
+    offs = torch.tensor(_GAUSS_OFFSETS, dtype=s.dtype, device=s.device)
+    const = torch.exp(offs.square() * (-0.5 / GAUSSIAN_SIGMA**2))
+    e = torch.exp(f * (1.0 / GAUSSIAN_SIGMA**2))
+    q0 = q0.long()
+    q = q0[..., None] + offs.long()
+    w = e[..., None].pow(offs) * const * ((q >= 0) & (q < n))
+    return w, q0
 
 
 def _gaussian_window(images: Tensor, sy: Tensor, sx: Tensor) -> Tensor:
-    """Gaussian resampling restricted to the 8x8 pixels nearest to each source point.
+    r"""Gaussian resampling :math:`\sum_q w_q x_q / \sum_q w_q`, :math:`w_q = e^{-|s-q|^2/2\sigma^2}`.
 
-    The dropped pixels are at least 4 px away, with relative weight below 2e-16, so this equals
-    the all-pixel sum to float64 rounding.
+    The weights are separable and restricted to the 8x8 pixels nearest to each source point:
+    every pixel left out is at least 4 px away, with relative weight below
+    :math:`e^{-16/2\sigma^2} = 2\times10^{-16}`, so this equals the sum over all pixels to float64
+    rounding (tested against the :math:`n^4` formulation).
+
+    Each pair of adjacent taps :math:`(w_0, w_1)` is one linear interpolation at the fractional
+    position :math:`w_1/(w_0 + w_1)` weighted by :math:`w_0 + w_1`, so the 64 taps are 16 bilinear
+    samples (16 ``grid_sample`` calls), with zero weight for pixels outside the image.
     """
     b, c, h, w = images.shape
-    pad = 4
-    offs = torch.tensor(_GAUSS_OFFSETS, device=images.device)
-    y0 = sy.floor().long().reshape(b, h * w, 1)
-    x0 = sx.floor().long().reshape(b, h * w, 1)
-    qy = y0 + offs  # [B, P, 8]
-    qx = x0 + offs
-    wy = _gauss(sy.reshape(b, h * w, 1) - qy.to(images.dtype)) * ((qy >= 0) & (qy < h))
-    wx = _gauss(sx.reshape(b, h * w, 1) - qx.to(images.dtype)) * ((qx >= 0) & (qx < w))
-    wp = w + 2 * pad
-    idx = ((qy + pad)[:, :, :, None] * wp + (qx + pad)[:, :, None, :]).reshape(b, 1, -1)
-    xp = F.pad(images, (pad, pad, pad, pad)).reshape(b, c, -1)
-    vals = torch.gather(xp, 2, idx.expand(b, c, -1)).view(b, c, h * w, len(_GAUSS_OFFSETS), len(_GAUSS_OFFSETS))
-    out = torch.einsum("bcpij,bpi,bpj->bcp", vals, wy, wx)
-    out = out / (wy.sum(-1) * wx.sum(-1))[:, None, :]
-    return out.reshape(b, c, h, w)
+    wy, y0 = _axis_weights(sy, h)  # [B, H, W, 8]
+    wx, x0 = _axis_weights(sx, w)
+    first = float(_GAUSS_OFFSETS[0])
+
+    def pairs(wt: Tensor, q0: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        ws = wt[..., 0::2] + wt[..., 1::2]
+        frac = torch.where(ws > 0, wt[..., 1::2] / ws.clamp_min(torch.finfo(ws.dtype).tiny), torch.zeros_like(ws))
+        start = torch.arange(0, wt.shape[-1], 2, dtype=wt.dtype, device=wt.device) + first
+        pos = q0.to(wt.dtype)[..., None] + start + frac
+        return ws, pos * (2.0 / (n - 1)) - 1.0  # grid_sample coordinates (align_corners=True)
+
+    wys, gy = pairs(wy, y0, h)
+    wxs, gx = pairs(wx, x0, w)
+    out = torch.zeros_like(images)
+    for m in range(wys.shape[-1]):
+        for k in range(wxs.shape[-1]):
+            grid = torch.stack((gx[..., k], gy[..., m]), dim=-1)
+            sample = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            out.addcmul_(sample, (wys[..., m] * wxs[..., k]).unsqueeze(1))
+    return out / (wy.sum(-1) * wx.sum(-1)).unsqueeze(1)
 
 
 def _resample_gaussian(images: Tensor, fields: Tensor) -> Tensor:
     sy, sx = _source_pixels(fields)
-    h, w = images.shape[-2:]
-    if h * w <= _GAUSS_DENSE_MAX_PIXELS:
-        return _gaussian_dense(images, sy, sx)
     return _gaussian_window(images, sy, sx)
 
 
@@ -501,7 +511,7 @@ def _deform_from_normals(images: Tensor, normals: Tensor, T: Tensor, cut: Tensor
     if interp == "gaussian":
         parts = [
             _resample_gaussian(images[sl], _fields_from_normals(normals[sl], _rows(amp, sl), h, w))
-            for sl in _chunks(b, h, w, factor=0.25)
+            for sl in _chunks(b, h, w, factor=_GAUSS_CHUNK_PIXELS / _CHUNK_PIXELS)
         ]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
     if T.numel() == 1 and float(T) == 0.0:
