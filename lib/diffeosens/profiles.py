@@ -1,0 +1,95 @@
+"""Run sizes: the ``smoke``, ``quick`` and ``paper`` profiles (open choice O14).
+
+Every experiment runs at one of three sizes:
+
+* ``smoke``: seconds per notebook, for CI and the test suite (numbers are meaningless);
+* ``quick``: the default of ``make book`` on a 2-core laptop CPU, the whole book in about 30
+  minutes: reduced width, a training subset, few epochs, fewer probe images;
+* ``paper``: the paper's sizes (methods §7), for a GPU or a cluster.
+
+:data:`TRAINING` scales the recipes of :mod:`diffeosens.train`; :data:`MEASUREMENT` the probe sets.
+The same table is rendered in the README and the book by :func:`table_markdown`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ._check import check_choice
+
+__all__ = ["MEASUREMENT", "PROFILES", "TRAINING", "Size", "measurement", "table_markdown", "training"]
+
+PROFILES = ("smoke", "quick", "paper")
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a training run is.
+
+    ``n_train``/``n_test``: training/test images (``None``: the whole split; for the synthetic
+    tasks ``n_train`` is the paper's ``ptr``); ``width_factor`` multiplies every hidden width;
+    ``width`` is the hidden width of the mean-field nets (``None``: the model default).
+    """
+
+    epochs: int
+    n_train: int | None
+    n_test: int | None
+    width_factor: float = 1.0
+    width: int | None = None
+
+
+TRAINING: dict[str, dict[str, Size]] = {
+    "cifar": {
+        "smoke": Size(epochs=1, n_train=512, n_test=256, width_factor=0.125),
+        "quick": Size(epochs=6, n_train=10_000, n_test=2_000, width_factor=0.25),
+        "paper": Size(epochs=250, n_train=None, n_test=None),
+    },
+    "fcn": {
+        "smoke": Size(epochs=1, n_train=512, n_test=256),
+        "quick": Size(epochs=6, n_train=10_000, n_test=2_000),
+        "paper": Size(epochs=250, n_train=None, n_test=None),
+    },
+    "scale2d": {
+        "smoke": Size(epochs=2, n_train=128, n_test=256, width_factor=0.125),
+        "quick": Size(epochs=30, n_train=1024, n_test=2048, width_factor=0.25),
+        "paper": Size(epochs=300, n_train=1024, n_test=4096),
+    },
+    "scale1d": {
+        "smoke": Size(epochs=20, n_train=64, n_test=128, width=32),
+        "quick": Size(epochs=3000, n_train=512, n_test=128, width=128),
+        "paper": Size(epochs=600_000, n_train=512, n_test=128, width=1000),
+    },
+}
+
+#: Probe images (P) of the sensitivity measurements, and the number of seeds per network.
+MEASUREMENT: dict[str, dict[str, int]] = {
+    "smoke": {"n_probe": 16, "n_seeds": 1},
+    "quick": {"n_probe": 200, "n_seeds": 1},
+    "paper": {"n_probe": 500, "n_seeds": 4},
+}
+
+
+def training(recipe: str, profile: str) -> Size:
+    """The :class:`Size` of ``recipe`` at ``profile``."""
+    check_choice(profile, PROFILES, "profile")
+    check_choice(recipe, TRAINING, "recipe")
+    return TRAINING[recipe][profile]
+
+
+def measurement(profile: str) -> dict[str, int]:
+    """Probe-set size and seeds at ``profile``."""
+    check_choice(profile, PROFILES, "profile")
+    return dict(MEASUREMENT[profile])
+
+
+def table_markdown() -> str:
+    """The profiles as one Markdown table (recipe x profile)."""
+    rows = ["| recipe | profile | epochs | training set | test set | width factor | width | probes P |", "|---|---|---|---|---|---|---|---|"]
+    for recipe, sizes in TRAINING.items():
+        for profile, s in sizes.items():
+            d = asdict(s)
+            rows.append(
+                f"| {recipe} | {profile} | {d['epochs']:,} | {d['n_train'] or 'all'} | {d['n_test'] or 'all'} | "
+                f"{d['width_factor']:g} | {d['width'] or 'default'} | {MEASUREMENT[profile]['n_probe']} |"
+            )
+    return "\n".join(rows)
