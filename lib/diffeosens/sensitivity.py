@@ -844,6 +844,7 @@ def _to_dataset(layers: list[Layer], values: dict[str, np.ndarray], attrs: dict[
             long_name = "standard error of " + base
         data_vars[k] = ("layer", v, {"long_name": long_name, "units": units})
     ds = xr.Dataset(data_vars, coords=coords)
+    ds.attrs["schema"] = "diffeosens.sensitivity/1"
     ds.attrs.update({k: to_attr(v) for k, v in attrs.items()})
     return ds
 

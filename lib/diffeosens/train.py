@@ -251,6 +251,7 @@ def _history_dataset(hist: dict[str, list[float]], attrs: dict[str, Any]) -> xr.
         {k: ("epoch", np.asarray(hist[k], dtype=np.float64), {"long_name": long[k], "units": units[k]}) for k in units},
         coords={"epoch": epochs},
     )
+    ds.attrs["schema"] = "diffeosens.history/1"
     ds.attrs.update({k: to_attr(v) for k, v in attrs.items()})
     return ds
 
@@ -270,6 +271,7 @@ def fit(
     progress: bool = True,
     max_minutes: float | None = None,
     amp: bool | None = None,
+    attrs: dict[str, Any] | None = None,
 ) -> TrainResult:
     r"""Train ``model`` with ``recipe`` and keep the paper's checkpoints.
 
@@ -289,6 +291,7 @@ def fit(
         progress: tqdm progress bar with epoch, loss and accuracy.
         max_minutes: stop after the first epoch that ends past this wall-clock budget.
         amp: bf16 autocast; default on for CUDA.
+        attrs: extra attributes for the history (e.g. the architecture and dataset).
 
     Returns:
         :class:`TrainResult` with the last-epoch model, the history (:class:`xarray.Dataset` over
@@ -395,18 +398,18 @@ def fit(
         bar.close()
     if out and best_epoch < 0:  # no evaluation happened: the last weights are the best we have
         save_atomic(model.state_dict(), paths["best"])
-    attrs = {
+    info = {
         "recipe": asdict(recipe), "recipe_name": recipe.name, "epochs": epochs, "seed": seed, "best_epoch": best_epoch,
         "best_test_acc": best_acc, "stopped_epoch": hist["epoch"][-1] if hist["epoch"] else 0,
         "interpolation_epoch": -1 if e0 is None else e0, "model": type(model).__name__,
         "model_params": int(sum(p.numel() for p in model.parameters())),
         "provenance": provenance(dev, hist["time_s"][-1] if hist["time_s"] else 0.0),
     }
-    history = _history_dataset(hist, attrs)
+    history = _history_dataset(hist, {**info, **(attrs or {})})
     if out:
-        tmp = out / f".history.nc.tmp{os.getpid()}"
-        history.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, out / "history.nc")
+        from .results import save
+
+        save(history, out / "history.nc")
     model.eval()
     return TrainResult(model=model, history=history, best_epoch=best_epoch, best_test_acc=best_acc,
                        checkpoints={k: v for k, v in paths.items() if v.exists()})
@@ -532,6 +535,7 @@ def train_network(
     task: dict[str, Any] | None = None,
     root: str | os.PathLike | None = None,
     progress: bool = True,
+    attrs: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Build ``arch``, make the loaders and :func:`fit` it with ``recipe`` at ``profile`` size.
 
@@ -554,16 +558,11 @@ def train_network(
     model = build_model(arch, seed=seed, dataset=dataset, recipe=rec, width_factor=width_factor, **options)
     loaders = make_loaders(dataset, n_train=n_train, n_test=n_test, batch_size=rec.batch_size, augment=rec.augment and dataset == "cifar10",
                            train_noise=train_noise, seed=seed, device=device, root=root, **(task or {}))
-    result = fit(model, loaders.train, loaders.test, rec, epochs=epochs, seed=seed, device=device, out_dir=out_dir,
-                 val_loader=loaders.val, progress=progress)
-    result.history.attrs.update({k: to_attr(v) for k, v in {
+    extra = {
         "arch": arch, "dataset": dataset, "profile": profile, "activation": activation or "default", "train_noise": train_noise,
         "width_factor": width_factor, "n_train": loaders.info["n_train"], "n_test": loaders.info["n_test"],
-        "model_options": options, "task": task or {},
-    }.items()})
-    if out_dir is not None:
-        out = Path(out_dir)
-        tmp = out / f".history.nc.tmp{os.getpid()}"
-        result.history.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, out / "history.nc")
+        "model_options": options, "task": task or {}, **(attrs or {}),
+    }
+    result = fit(model, loaders.train, loaders.test, rec, epochs=epochs, seed=seed, device=device, out_dir=out_dir,
+                 val_loader=loaders.val, progress=progress, attrs=extra)
     return result

@@ -1,0 +1,8 @@
+"""``python -m diffeosens``: the command line (see :mod:`diffeosens.cli`)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

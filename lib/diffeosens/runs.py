@@ -1,0 +1,148 @@
+"""Trained runs on disk: rebuild a network from its training directory and measure it.
+
+A training directory (written by :func:`diffeosens.train.train_network`) holds ``init.pt``
+(the initial weights), ``best.pt`` (best test accuracy, the paper's checkpoint), ``last.pt`` and
+``history.nc``, whose attributes record how the network was built. :class:`TrainedRun` reads
+them back; :func:`measure_run` measures a run at initialisation or trained, on the paper's probe
+set for its dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import xarray as xr
+from torch import nn
+
+from .results import open_run
+
+__all__ = ["STATES", "TrainedRun", "measure_run"]
+
+#: ``init``: the run's own initial weights (BatchNorm with batch statistics, methods §4.8);
+#: ``trained``: the best-test-accuracy checkpoint (``best.pt``); ``last``: the final weights.
+STATES = ("init", "trained", "last")
+
+
+def _json_attr(value: Any, default: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        return json.loads(value)
+    return default if value in (None, "none", "default") else value
+
+
+@dataclass
+class TrainedRun:
+    """A training directory (``history.nc`` + checkpoints)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not (self.path / "history.nc").exists():
+            raise FileNotFoundError(f"{self.path} is not a training run (no history.nc); run the train notebook first")
+
+    @cached_property
+    def history(self) -> xr.Dataset:
+        return open_run(self.path / "history.nc")
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.history.attrs)
+
+    @property
+    def arch(self) -> str:
+        return str(self.attrs["arch"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.attrs["dataset"])
+
+    @property
+    def activation(self) -> str:
+        return str(self.attrs.get("activation", "default"))
+
+    @property
+    def train_noise(self) -> float:
+        return float(self.attrs.get("train_noise", 0.0))
+
+    @property
+    def test_error(self) -> float:
+        """1 - best test accuracy (the checkpoint the paper measures)."""
+        return 1.0 - float(self.attrs["best_test_acc"])
+
+    def build(self) -> nn.Module:
+        """A freshly initialised network of the same architecture and options."""
+        from .train import build_model
+
+        options = dict(_json_attr(self.attrs.get("model_options"), {}))
+        return build_model(self.arch, seed=int(self.attrs["seed"]), dataset=self.dataset, recipe=str(self.attrs["recipe_name"]),
+                           width_factor=float(self.attrs.get("width_factor", 1.0)), **options)
+
+    def model(self, state: str = "trained") -> nn.Module:
+        """The network at ``state`` (see :data:`STATES`), in eval mode."""
+        from .train import load_checkpoint
+
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}; valid states: {', '.join(STATES)}")
+        file = {"init": "init.pt", "trained": "best.pt", "last": "last.pt"}[state]
+        return load_checkpoint(self.build(), self.path / file).eval()
+
+    def probes(self, n: int, *, seed: int = 0, root: str | os.PathLike | None = None) -> torch.Tensor:
+        """The probe set: ``n`` normalised test images of the run's dataset (a fixed, seeded subset).
+
+        For a network trained on noisy images, the probes carry noise of the same norm (one
+        fixed draw, seeded), as in the reference's ``--corrupt_test 1`` (methods §6.2, O23).
+        """
+        from .data import noisy_test_set, probe_images
+
+        if self.dataset not in ("cifar10", "mnist", "fashionmnist"):
+            raise ValueError(f"probe images of {self.dataset!r} are task-specific; see diffeosens.tasks")
+        x, _, _ = probe_images(self.dataset, n, seed=seed, root=root)
+        if self.train_noise > 0:
+            x = noisy_test_set(x, self.train_noise, seed=seed)
+        return x
+
+
+def measure_run(
+    run: TrainedRun | str | os.PathLike,
+    *,
+    state: str = "trained",
+    n_probe: int = 500,
+    probe_seed: int = 0,
+    deltas: Sequence[float] | float = 1.0,
+    root: str | os.PathLike | None = None,
+    model: nn.Module | None = None,
+    **measure_kwargs: Any,
+) -> xr.Dataset:
+    """Measure a run's network at ``state`` on its probe set, at one or several ``deltas``.
+
+    At initialisation BatchNorm uses batch statistics (``init_bn="batch"``, methods §4.8), unless
+    ``init_bn`` is given. Several ``deltas`` give a dataset with a ``delta`` dimension. The run's
+    architecture, dataset, activation, training noise and test error are added as attributes.
+    ``model`` replaces the checkpoint's network (e.g. a channel-shuffled copy).
+    """
+    from .sensitivity import measure
+
+    run = run if isinstance(run, TrainedRun) else TrainedRun(Path(run))
+    net = model if model is not None else run.model(state)
+    x = run.probes(n_probe, seed=probe_seed, root=root)
+    measure_kwargs.setdefault("init_bn", "batch" if state == "init" else "running")
+    many = not isinstance(deltas, (int, float))
+    values = list(deltas) if many else [deltas]
+    parts = [measure(net, x, delta=float(d), **measure_kwargs) for d in values]
+    ds = xr.concat([p.expand_dims(delta=[float(d)]) for p, d in zip(parts, values)], "delta", combine_attrs="override") if many else parts[0]
+    if many:
+        ds.attrs["delta"] = json.dumps(values)
+        ds.attrs["T"] = json.dumps([float(p.attrs["T"]) for p in parts])
+    ds.attrs.update({
+        "arch": run.arch, "dataset": run.dataset, "activation": run.activation, "train_noise": run.train_noise,
+        "state": state, "test_error": run.test_error if state != "init" else float("nan"),
+        "best_test_acc": float(run.attrs["best_test_acc"]), "train_dir": str(run.path), "probe_seed": probe_seed,
+        "model_params": int(sum(p.numel() for p in net.parameters())),
+    })
+    return ds
