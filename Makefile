@@ -1,17 +1,23 @@
-# diffeosens: two commands do all set-up on a fresh machine.
-#   make test   set-up (.venv + pinned requirements + editable package), then the test suite
-#   make book   set-up, the quick-profile experiments, then the Jupyter Book (HTML)
+# diffeosens: two commands do all set-up on a fresh machine (a clean clone with ../shared beside it).
+#   make test   set-up (.venv, pinned requirements, editable package, book assets, chromium), then pytest
+#   make book   set-up, the quick-profile sweeps, then the Jupyter Book (prints the path of the HTML)
+# Variables: PROFILE (smoke|quick|paper, default quick), JOBS (cells in parallel), PYTHON.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.diffeosens-installed
+VENDOR := book/_static/vendor/.stamp
+PROFILE ?= quick
+JOBS ?= 1
+# Sweeps of the book, in the order the chapters appear (later chapters reuse earlier training runs).
+EXPERIMENTS ?= perturbations layers
 
-.PHONY: all setup test book bench clean
+.PHONY: all setup system-deps test sweeps book book-only bench clean
 
 all: test
 
-setup: $(STAMP)
+setup: $(STAMP) $(VENDOR)
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,14 +25,48 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation --no-deps -e .
 	@touch $@
 
-test: setup
+# The book's JavaScript (require.js, the ipywidgets HTML manager) comes from npm, never from a CDN.
+$(VENDOR): book/package.json book/package-lock.json
+	cd book && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p book/_static/vendor
+	cp book/node_modules/requirejs/require.js book/node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js book/_static/vendor/
+	mkdir -p book/_extra/@jupyter-widgets/html-manager/dist
+	cp book/node_modules/@jupyter-widgets/html-manager/dist/*.{woff,woff2,ttf,eot,svg} book/_extra/@jupyter-widgets/html-manager/dist/
+	@touch $@
+
+# Debian packages for the tests: chromium (browser test of the book) and FashionMNIST.
+system-deps:
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	test -d /usr/share/datasets/fashion-mnist || missing="$$missing dataset-fashion-mnist"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: setup system-deps
 	$(PY) -m pytest
 
-book: setup
-	$(PY) bench/diffeo.py --quick
+sweeps: setup
+	@for e in $(EXPERIMENTS); do \
+	  echo "== sweep $$e ($(PROFILE))"; start=$$(date +%s); \
+	  $(PY) -m diffeosens sweep configs/$$e.yaml --profile $(PROFILE) --jobs $(JOBS) --no-progress || exit 1; \
+	  echo "== sweep $$e: $$(( $$(date +%s) - start )) s"; \
+	done
+
+book: sweeps book-only
+
+book-only: setup
+	@start=$$(date +%s); rm -rf _build; \
+	DIFFEOSENS_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build book --config _config.yml \
+	  --path-output . -W -n --keep-going || exit 1; \
+	echo "== book build: $$(( $$(date +%s) - start )) s"
+	@echo "The book: file://$(CURDIR)/_build/html/index.html"
 
 bench: setup
 	$(PY) bench/diffeo.py
+	$(PY) bench/sensitivity.py
+	$(PY) bench/train.py
 
 clean:
-	rm -rf $(VENV) _build .pytest_cache
+	rm -rf $(VENV) _build .pytest_cache book/node_modules book/_static/vendor book/_extra

@@ -185,7 +185,7 @@ def perturbation_figure(ds: xr.Dataset, cut: Any, delta: Any) -> Any:
     return fig
 
 
-def perturbation_explorer(ds: xr.Dataset, *, dpi: int = 72, start: tuple[Any, Any] | None = None) -> Any:
+def perturbation_explorer(ds: xr.Dataset, *, dpi: int = 100, start: tuple[Any, Any] | None = None) -> Any:
     """The static explorer: a cut selector and a :math:`\\delta` slider over precomputed figures."""
     pngs = {(c, d): fig_to_png(perturbation_figure(ds, c, d), dpi=dpi) for c in ds.cut.values.tolist() for d in ds.delta.values.tolist()}
     return grid_explorer(pngs, outer="cut", inner="δ (px)", start=start)

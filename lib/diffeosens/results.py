@@ -40,6 +40,8 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
         ("D", "G", "R", "num_D", "num_G", "deno", "D_se", "G_se", "R_se"),
         ("delta", "cut", "P", "seed", "estimator", "provenance"),
     ),
+    "diffeosens.table/1": ((), (), ()),  # any small table (claims, summaries, test cells)
+    "diffeosens.perturbations/1": (("cut", "delta"), ("original", "deformed", "noisy", "field", "perturbation_norm"), ("seed",)),
     "diffeosens.history/1": (("epoch",), ("train_loss", "train_acc", "test_loss", "test_acc", "lr"), ("recipe_name", "seed", "provenance")),
 }
 
@@ -197,6 +199,11 @@ def open_experiment(
     except (ValueError, TypeError) as err:
         raise ResultsError(f"cannot combine the runs of {experiment!r} by coordinates {keys}: {err}") from err
     present = [c for c in _LAYER_COORDS if c in combined.data_vars]
+    for c in present:  # a per-layer coordinate depends only on the grid dims it varies along (e.g. arch)
+        for d in keys:
+            v = combined[c]
+            if d in v.dims and bool(((v == v.isel({d: 0})) | (v.isnull() & v.isel({d: 0}).isnull())).all()):
+                combined[c] = v.isel({d: 0}, drop=True)
     combined = combined.set_coords(present)
     combined.attrs = {**attrs, "experiment": experiment, "profile": profile, "runs": len(runs)}
     return combined

@@ -13,16 +13,25 @@ A sweep is described by a YAML config (``configs/<experiment>.yaml``)::
         notebook: notebooks/train.ipynb
         shared: true                   # results/<profile>/runs/train/<cell-id>/, reused by every experiment
         outputs: [history.nc, best.pt]
-        grid: {arch: ${archs}, seed: ${seeds}}
-        params: {dataset: cifar10, recipe: cifar, profile: ${profile}}
+        grid:
+          arch: ${archs}
+          seed: ${seeds}
+        params:
+          dataset: cifar10
+          profile: ${profile}
       - name: sensitivity
         notebook: notebooks/sensitivity.ipynb
         needs: [{stage: train, match: [arch, seed], param: train_dir}]
-        grid: {arch: ${archs}, seed: ${seeds}, state: [init, trained]}
-        params: {n_probe: ${n_probe}, delta: 1.0}
+        grid:
+          arch: ${archs}
+          seed: ${seeds}
+          state: [init, trained]
+        params:
+          n_probe: ${n_probe}
 
 ``${name}`` is replaced by the profile's variable (``${profile}`` by the profile's name); a value
-that is exactly ``${name}`` takes the variable's type (e.g. a list for a grid axis).
+that is exactly ``${name}`` takes the variable's type (e.g. a list for a grid axis). Inside YAML
+flow collections (``{...}``, ``[...]``) quote it: ``"${name}"``.
 
 Every grid cell is one papermill execution. Its id is readable plus a hash of everything that
 defines it (``arch=VGG11_seed=0-1a2b3c4d``). Papermill parameters are the stage's ``params``,

@@ -1,0 +1,46 @@
+"""Tests of the static explorers and the perturbation grid behind them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffeosens.explorer import grid_explorer, perturbation_grid, precomputed_slider
+
+
+def test_perturbation_grid_matches_norms_and_is_the_identity_at_zero():
+    x = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ds = perturbation_grid(x, deltas=[0.0, 0.5, 1.0], cuts=[3, 5], seed=1)
+    assert ds.deformed.shape == (2, 3, 3, 16, 16) and ds.field.shape == (2, 3, 2, 16, 16)
+    np.testing.assert_array_equal(ds.deformed.sel(delta=0.0).values, np.broadcast_to(ds.original.values, (2, 3, 16, 16)))
+    np.testing.assert_array_equal(ds.noisy.sel(delta=0.0).values, ds.deformed.sel(delta=0.0).values)
+    for c in (3, 5):
+        for d in (0.5, 1.0):
+            s = ds.sel(cut=c, delta=d)
+            dn = np.linalg.norm(s.deformed.values - ds.original.values)
+            nn_ = np.linalg.norm(s.noisy.values - ds.original.values)
+            assert dn == pytest.approx(float(s.perturbation_norm), rel=1e-10)
+            assert nn_ == pytest.approx(dn, rel=1e-10)  # matched noise
+    # along delta the same field grows linearly (same coefficients, T proportional to delta^2)
+    f5, f10 = ds.field.sel(cut=3, delta=0.5).values, ds.field.sel(cut=3, delta=1.0).values
+    np.testing.assert_allclose(f10, 2 * f5, rtol=1e-12, atol=1e-14)
+
+
+def test_grid_explorer_links_widgets_in_javascript():
+    import ipywidgets as w
+
+    pngs = {(a, d): f"{a}-{d}".encode() for a in ("A", "B") for d in (0.5, 1.0, 2.0)}
+    box = grid_explorer(pngs, outer="net", inner="delta", start=("B", 1.0))
+    (dropdown, slider), outer = box.children[0].children, box.children[1]
+    assert isinstance(dropdown, w.Dropdown) and isinstance(slider, w.SelectionSlider) and isinstance(outer, w.Stack)
+    assert outer.selected_index == 1 and all(s.selected_index == 1 for s in outer.children)
+    assert [bytes(img.value) for img in outer.children[1].children] == [b"B-0.5", b"B-1.0", b"B-2.0"]
+    from ipywidgets.widgets.widget_link import Link
+
+    links = [x for x in w.Widget.widgets.values() if isinstance(x, Link)]
+    linked = {(l.source[0].model_id, l.target[0].model_id) for l in links}
+    assert (dropdown.model_id, outer.model_id) in linked
+    assert all((slider.model_id, s.model_id) in linked for s in outer.children)
+    box2 = precomputed_slider({1: b"x", 2: b"y"}, description="d", start=2)
+    assert box2.children[1].selected_index == 1
