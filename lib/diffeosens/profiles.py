@@ -13,7 +13,7 @@ The same table is rendered in the README and the book by :func:`table_markdown`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ._check import check_choice
 
@@ -69,11 +69,19 @@ MEASUREMENT: dict[str, dict[str, int]] = {
 }
 
 
-def training(recipe: str, profile: str) -> Size:
-    """The :class:`Size` of ``recipe`` at ``profile``."""
+#: Networks that are small at full width (below ~0.3 M parameters): reduced profiles keep their
+#: full width instead of applying the profile's ``width_factor``.
+SMALL_NETS = frozenset({"LeNet", "DenseNetL2", "DenseNetL4", "DenseNetL6", "ConvGAP", "ConvGAP1d"})
+
+
+def training(recipe: str, profile: str, arch: str | None = None) -> Size:
+    """The :class:`Size` of ``recipe`` at ``profile`` (for ``arch``: small nets keep full width)."""
     check_choice(profile, PROFILES, "profile")
     check_choice(recipe, TRAINING, "recipe")
-    return TRAINING[recipe][profile]
+    size = TRAINING[recipe][profile]
+    if arch is not None and arch in SMALL_NETS and size.width_factor != 1.0:
+        size = replace(size, width_factor=1.0)
+    return size
 
 
 def measurement(profile: str) -> dict[str, int]:
@@ -92,4 +100,6 @@ def table_markdown() -> str:
                 f"| {recipe} | {profile} | {d['epochs']:,} | {d['n_train'] or 'all'} | {d['n_test'] or 'all'} | "
                 f"{d['width_factor']:g} | {d['width'] or 'default'} | {MEASUREMENT[profile]['n_probe']} |"
             )
+    rows.append("")
+    rows.append(f"Small networks ({', '.join(sorted(SMALL_NETS))}) keep their full width at every profile.")
     return "\n".join(rows)

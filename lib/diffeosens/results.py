@@ -38,7 +38,7 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "diffeosens.sensitivity/1": (
         ("layer",),
         ("D", "G", "R", "num_D", "num_G", "deno", "D_se", "G_se", "R_se"),
-        ("delta", "cut", "P", "seed", "estimator", "provenance"),
+        ("P", "estimator", "provenance"),
     ),
     "diffeosens.table/1": ((), (), ()),  # any small table (claims, summaries, test cells)
     "diffeosens.perturbations/1": (("cut", "delta"), ("original", "deformed", "noisy", "field", "perturbation_norm"), ("seed",)),

@@ -390,9 +390,10 @@ class _Probe:
     does not keep are freed as in a plain forward, so memory stays that of one forward pass.
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str], method: str) -> None:
+    def __init__(self, model: nn.Module, names: Sequence[str], method: str, channel_mean: bool = False) -> None:
         self.names = list(names)
         self.method = method
+        self.channel_mean = channel_mean
         if method == "fx":
             tracer, graph = _trace(model)
             by_name = {tracer.node_to_qualname[n]: n for n in graph.nodes if n in tracer.node_to_qualname}
@@ -414,7 +415,11 @@ class _Probe:
         """Forward ``x``; ``consume(i, f_i)`` receives probe ``i``'s representation as ``(B, d_i)``."""
         names = self.names
 
+        mean = self.channel_mean
+
         def flat(i: int, value: Any) -> None:
+            if mean and isinstance(value, Tensor) and value.ndim > 2:
+                value = value.mean(1)  # average over channels: a purely spatial representation
             consume(i, _flatten(value, names[i]))
 
         _SINK.consume = flat
@@ -1007,6 +1012,7 @@ def measure_perturbed(
     n_boot: int = 20,
     seed: int = 0,
     progress: bool = False,
+    channel_mean: bool = False,
 ) -> xr.Dataset:
     r"""The same estimators for user-supplied perturbations (pixel moves, any custom transform).
 
@@ -1016,6 +1022,8 @@ def measure_perturbed(
             input :math:`n`). Each name ``k`` gives variables ``num_k``, ``k`` (= ``num_k/deno``)
             and their standard errors.
         ratio: ``(a, b)`` adds ``R = num_a / num_b``; by default ``("D", "G")`` when both exist.
+        channel_mean: average every representation over its channel axis (dimension 1) before
+            flattening: the purely spatial measure of the 1D experiments (methods §4.10).
         Other arguments as in :func:`measure` (``seed`` only seeds the median bootstrap).
 
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
@@ -1047,7 +1055,7 @@ def measure_perturbed(
     chosen, method = _resolve_layers(model, layers)
     net = _prepare_model(model, dev, compute_dtype, init_bn)
     _check_compatible(net, clean[:2].to(dev, compute_dtype))
-    probe = _Probe(net, [l.name for l in chosen], method)
+    probe = _Probe(net, [l.name for l in chosen], method, channel_mean=channel_mean)
     names = list(perturbed)
     acc = _Accumulator(chosen, names, P, estimator, min(n_jackknife, P))
     for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
@@ -1061,7 +1069,7 @@ def measure_perturbed(
     params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), perturbations=names,
                   ratio=list(ratio) if ratio else None, estimator=estimator, batch_size=batch_size,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
-                  n_jackknife=min(n_jackknife, P), P=P, capture=method, seed=seed)
+                  n_jackknife=min(n_jackknife, P), P=P, capture=method, seed=seed, channel_mean=channel_mean)
     attrs = dict(params)
     attrs.update(_model_description(model))
     attrs["uncertainty"] = "delete-a-group jackknife over images" if estimator == "mean" else "bootstrap over images"

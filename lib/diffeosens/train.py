@@ -536,16 +536,25 @@ def train_network(
     root: str | os.PathLike | None = None,
     progress: bool = True,
     attrs: dict[str, Any] | None = None,
+    recipe_overrides: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Build ``arch``, make the loaders and :func:`fit` it with ``recipe`` at ``profile`` size.
+
+    ``recipe="auto"`` picks the paper's recipe for the architecture and dataset (``fcn`` for the
+    DenseNetL* nets, ``scale2d``/``scale1d`` for the tasks, ``cifar`` otherwise);
+    ``recipe_overrides`` changes recipe fields (recorded in the history).
 
     Explicit ``epochs``/``n_train``/``n_test``/``width_factor`` override the profile
     (:mod:`diffeosens.profiles`). The history's attributes record every choice.
     """
     from . import profiles
 
+    if recipe == "auto":  # the paper's choice per family: Adam for the fully connected nets
+        recipe = "fcn" if arch.startswith("DenseNet") else {"twopoints": "scale2d", "scale1d": "scale1d"}.get(dataset, "cifar")
     rec = get_recipe(recipe)
-    size = profiles.training(rec.name if rec.name in profiles.TRAINING else "cifar", profile)
+    if recipe_overrides:
+        rec = rec.with_(**recipe_overrides)
+    size = profiles.training(rec.name if rec.name in profiles.TRAINING else "cifar", profile, arch)
     epochs = epochs if epochs is not None else size.epochs
     n_train = n_train if n_train is not None else size.n_train
     n_test = n_test if n_test is not None else size.n_test
