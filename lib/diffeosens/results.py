@@ -42,6 +42,8 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     ),
     "diffeosens.table/1": ((), (), ()),  # any small table (claims, summaries, test cells)
     "diffeosens.perturbations/1": (("cut", "delta"), ("original", "deformed", "noisy", "field", "perturbation_norm"), ("seed",)),
+    "diffeosens.spectra/1": (("layer", "eigenvalue"), ("S", "S_norm", "homogeneous_fraction"), ()),
+    "diffeosens.theory/1": (("depth",), ("D", "G", "R", "num_D", "num_G", "deno"), ()),
     "diffeosens.history/1": (("epoch",), ("train_loss", "train_acc", "test_loss", "test_acc", "lr"), ("recipe_name", "seed", "provenance")),
 }
 
