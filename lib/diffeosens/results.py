@@ -132,7 +132,7 @@ def _grid(ds: xr.Dataset, path: Path) -> dict[str, Any]:
 
 
 def _expand(ds: xr.Dataset, grid: dict[str, Any], dims: Sequence[str]) -> xr.Dataset:
-    present = [c for c in _LAYER_COORDS if c in ds.coords]
+    present = [c for c in _LAYER_COORDS if c in ds.coords and c not in ds.dims]
     ds = ds.reset_coords(present)
     for k in RUN_SCALARS:
         if k in ds.attrs and k not in ds.variables:
@@ -143,6 +143,8 @@ def _expand(ds: xr.Dataset, grid: dict[str, Any], dims: Sequence[str]) -> xr.Dat
     for c in present:  # strings as object arrays, so that outer joins can pad them
         if ds[c].dtype.kind in "US":
             ds[c] = ds[c].astype(object)
+    # dimensions without a coordinate get 0..n-1, so that runs of different sizes can be padded
+    ds = ds.assign_coords({d: np.arange(n) for d, n in ds.sizes.items() if d not in ds.coords})
     ds = ds.expand_dims({d: [grid[d]] for d in dims})
     ds.attrs = {}
     return ds
@@ -193,9 +195,10 @@ def open_experiment(
     attrs = {k: v for k, v in first.items()  # only what all runs share
              if k not in ("grid", "provenance", "params") and all(_same(r.attrs.get(k), v) for r, _, _ in runs)}
     expanded = [_expand(ds, g, keys) for ds, g, _ in runs]
-    if all("layer" in e.dims for e in expanded):  # pad every run to the longest network first
-        n_layers = max(e.sizes["layer"] for e in expanded)
-        expanded = [e.reindex(layer=np.arange(n_layers)) for e in expanded]
+    for dim in {d for e in expanded for d in e.dims if d not in keys}:  # pad every run to the longest one
+        if all(dim in e.dims and np.issubdtype(e[dim].dtype, np.integer) for e in expanded):
+            union = np.unique(np.concatenate([e[dim].values for e in expanded]))
+            expanded = [e.reindex({dim: union}) for e in expanded]
     try:
         combined = xr.combine_by_coords(expanded, join="outer", combine_attrs="drop", data_vars="all", coords="different", compat="no_conflicts")
     except (ValueError, TypeError) as err:

@@ -265,7 +265,11 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
             # configs asking for the same run get the same id whichever defaults they spell out
             full = {k: v for k, v in {**defaults, **params, **g}.items() if k not in _INJECTED and k not in injected}
             identity = {"notebook": nb.name, "params": full, "needs": sorted(deps)}
-            cid = cell_id(g, identity)
+            if shared:  # shared runs are named by what they are, not by the grid that asked for them
+                label = {k: v for k, v in sorted(full.items()) if k != "profile" and v != defaults.get(k)}
+                cid = cell_id(label, identity)
+            else:
+                cid = cell_id(g, identity)
             if shared:
                 out_dir = base / "runs" / name / cid
                 outputs = tuple(str(out_dir / o) for o in stage.get("outputs", ["history.nc"]))

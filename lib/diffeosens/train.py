@@ -562,13 +562,13 @@ def train_network(
     options = dict(model_options or {})
     if size.width is not None and "width" not in options:
         options["width"] = size.width
-    if activation is not None:
+    if activation is not None and activation != "default":  # "default": the family's own (ReLU; swish for EfficientNet)
         options["activation"] = activation
     model = build_model(arch, seed=seed, dataset=dataset, recipe=rec, width_factor=width_factor, **options)
     loaders = make_loaders(dataset, n_train=n_train, n_test=n_test, batch_size=rec.batch_size, augment=rec.augment and dataset == "cifar10",
                            train_noise=train_noise, seed=seed, device=device, root=root, **(task or {}))
     extra = {
-        "arch": arch, "dataset": dataset, "profile": profile, "activation": activation or "default", "train_noise": train_noise,
+        "arch": arch, "dataset": dataset, "profile": profile, "activation": activation if activation not in (None, "") else "default", "train_noise": train_noise,
         "width_factor": width_factor, "n_train": loaders.info["n_train"], "n_test": loaders.info["n_test"],
         "model_options": options, "task": task or {}, **(attrs or {}),
     }
