@@ -11,7 +11,7 @@ VENDOR := book/_static/vendor/.stamp
 PROFILE ?= quick
 JOBS ?= 1
 # Sweeps of the book, in the order the chapters appear (later chapters reuse earlier training runs).
-EXPERIMENTS ?= perturbations layers
+EXPERIMENTS ?= perturbations layers architectures noisy pooling spectra activations custom scale2d scale1d theory
 
 .PHONY: all setup system-deps test sweeps book book-only bench clean
 

@@ -33,9 +33,9 @@ def _values(root: Path, experiment: str) -> dict[str, float]:
 
 def test_load_sweep_ids_dependencies_and_parameters(tmp_path):
     cfg, cells = load_sweep(CELLS, profile="smoke", root=tmp_path)
-    assert cfg["experiment"] == "cells" and len(cells) == 8
-    first, second = cells[:4], cells[4:]
-    assert [c.stage for c in cells] == ["first"] * 4 + ["second"] * 4
+    assert cfg["experiment"] == "cells" and len(cells) == 6
+    first, second = cells[:3], cells[3:]
+    assert [c.stage for c in cells] == ["first"] * 3 + ["second"] * 3
     for a, b in zip(first, second):
         assert b.deps == (a.cell_id,) and b.params["upstream"] == a.out_dir
         assert a.cell_id.startswith(f"value={a.grid['value']}-") and a.cell_id != b.cell_id
@@ -48,13 +48,13 @@ def test_load_sweep_ids_dependencies_and_parameters(tmp_path):
 
 def test_sweep_runs_then_reruns_nothing(tmp_path):
     report = run_sweep(CELLS, profile="smoke", root=tmp_path, progress=False)
-    assert report.ok and len(report.by_status("ran")) == 8
+    assert report.ok and len(report.by_status("ran")) == 6
     vals = _values(tmp_path, "cells")
-    assert sorted(vals.values()) == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert sorted(vals.values()) == [1, 1, 2, 2, 3, 3]
     for nb in (tmp_path / "smoke" / "cells").glob("*.ipynb"):
         assert "— first" in nb.read_text() or "— second" in nb.read_text()  # retitled
     again = run_sweep(CELLS, profile="smoke", root=tmp_path, progress=False)
-    assert len(again.by_status("ran")) == 0 and len(again.by_status("skipped")) == 8
+    assert len(again.by_status("ran")) == 0 and len(again.by_status("skipped")) == 6
     # a deleted output is recomputed, and only it
     victim = next((tmp_path / "smoke" / "cells").glob("value=3-*.nc"))
     victim.unlink()
@@ -80,10 +80,10 @@ def test_sweep_killed_mid_cell_resumes_only_the_missing_cells(tmp_path):
     # a cell is done when its outputs and its executed notebook exist (the .nc may be written
     # before the kill interrupts the notebook's final save: such a cell is run again)
     done_before = len([p for p in out.glob("*.nc") if p.with_suffix(".ipynb").exists()])
-    assert 1 <= done_before < 8
+    assert 1 <= done_before < 6
     report = run_sweep(cfg, profile="smoke", root=tmp_path, progress=False)
     assert report.ok
-    assert len(report.by_status("ran")) == 8 - done_before
+    assert len(report.by_status("ran")) == 6 - done_before
     assert len(report.by_status("skipped")) == done_before
     for p in out.glob("*.nc"):  # every file opens and validates
         results.open_run(p)
@@ -109,9 +109,9 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path):
 def test_parallel_jobs_and_dask_give_the_same_results(tmp_path):
     local = run_sweep(CELLS, profile="smoke", root=tmp_path / "local", jobs=2, progress=False)
     dask = run_sweep(CELLS, profile="smoke", root=tmp_path / "dask", dask_workers=2, progress=False)
-    assert local.ok and dask.ok and len(dask.by_status("ran")) == 8
+    assert local.ok and dask.ok and len(dask.by_status("ran")) == 6
     a, b = _values(tmp_path / "local", "cells"), _values(tmp_path / "dask", "cells")
-    assert a == b and len(a) == 8
+    assert a == b and len(a) == 6
     for name in a:
         da = results.open_run(tmp_path / "local" / "smoke" / "cells" / name)
         db = results.open_run(tmp_path / "dask" / "smoke" / "cells" / name)

@@ -86,3 +86,176 @@ def ratio_last_first(ds: xr.Dataset, var: str, *, kinds: Sequence[str] = ("act",
 def finite(values: Any) -> np.ndarray:
     arr = np.asarray(values, dtype=float)
     return arr[np.isfinite(arr)]
+
+
+# ------------------------------------------------------------------------------------------------
+# chapter figures
+# ------------------------------------------------------------------------------------------------
+
+
+def _output(ds: xr.Dataset) -> xr.Dataset:
+    idx = (ds.layer_kind == "output").argmax("layer")
+    return ds.isel(layer=idx)
+
+
+def _geo(da: xr.DataArray, dim: str = "seed") -> xr.DataArray:
+    return np.exp(np.log(da.where(da > 0)).mean(dim)) if dim in da.dims else da
+
+
+def plot_error_vs_rf(ds: xr.Dataset, *, prefactor: float = 0.2) -> Any:
+    """Test error against :math:`R_f` (log–log) for trained nets, with :math:`\\epsilon = 0.2\\sqrt{R_f}`."""
+    import matplotlib.pyplot as plt
+
+    out = _output(ds.sel(state="trained", delta=1.0) if "delta" in ds.dims else ds.sel(state="trained"))
+    r = _geo(out.R)
+    err = out.test_error.mean("seed") if "seed" in out.test_error.dims else out.test_error
+    d = _geo(out.D)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, x, name in ((axes[0], r, "$R_f$"), (axes[1], d, "$D_f$")):
+        for arch in ds.arch.values:
+            ax.loglog(float(x.sel(arch=arch)), float(err.sel(arch=arch)), "o", label=str(arch))
+            ax.annotate(str(arch), (float(x.sel(arch=arch)), float(err.sel(arch=arch))), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(name + " (trained)")
+        ax.set_ylabel("test error")
+    xs = np.logspace(np.log10(max(float(r.min()) / 3, 1e-6)), np.log10(max(float(r.max()) * 3, 1e-5)), 50)
+    axes[0].loglog(xs, prefactor * np.sqrt(xs), "k--", lw=1, label=r"$0.2\sqrt{R_f}$")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_output_sensitivities(ds: xr.Dataset, x: str, *, xscale: str = "linear") -> Any:
+    """Output :math:`D_f, G_f, R_f` against a grid dimension ``x`` (e.g. training noise), init vs trained."""
+    import seaborn as sns
+
+    out = _output(ds.sel(delta=1.0) if "delta" in ds.dims else ds)
+    df = tidy(out.drop_vars([c for c in ("layer_name", "layer_kind", "depth", "relative_depth") if c in out.coords]), ["D", "G", "R"])
+    df["quantity"] = df["quantity"].map(lambda q: QUANTITY_LABELS.get(q, q))
+    g = sns.relplot(df, x=x, y="value", hue="state", col="quantity", style="arch" if "arch" in df and df["arch"].nunique() > 1 else None,
+                    kind="line", marker="o", height=2.8, aspect=1.1, facet_kws={"sharey": False}, errorbar=None)
+    g.set(yscale="log", xscale=xscale)
+    g.set_titles("{col_name}")
+    return g
+
+
+def plot_variants(ds: xr.Dataset, *, var: str = "D", variant_dim: str = "variant", height: float = 2.6) -> Any:
+    """One quantity against relative depth, one panel per architecture, one line per variant."""
+    import seaborn as sns
+
+    da = ds[var]
+    if "shuffle" in da.dims:
+        da = np.exp(np.log(da).mean("shuffle"))
+    sub = da.to_dataset(name=var)
+    for c in ("relative_depth", "layer_kind"):
+        if c in ds.coords:
+            sub = sub.assign_coords({c: ds[c]})
+    df = layer_frame(sub, [var])
+    g = sns.relplot(df, x="relative_depth", y="value", hue=variant_dim, col="arch", col_wrap=4, kind="line", marker="o",
+                    markersize=4, height=height, aspect=1.1, facet_kws={"sharey": False}, errorbar=None)
+    g.set(yscale="log")
+    g.set_titles("{col_name}")
+    g.set_axis_labels("relative depth", QUANTITY_LABELS.get(var, var))
+    return g
+
+
+def plot_spectra(ds: xr.Dataset, arch: str) -> Any:
+    """Normalised filter spectra per layer, init vs trained, for one network."""
+    import matplotlib.pyplot as plt
+
+    a = ds.sel(arch=arch)
+    if "seed" in a.dims:
+        a = a.mean("seed")
+    layers = [l for l in a.layer.values if np.isfinite(a.S_norm.sel(state="trained", layer=l)).any()]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    cmap = plt.get_cmap("viridis")
+    for ax, state in zip(axes, ("init", "trained")):
+        for i, l in enumerate(layers):
+            s = a.S_norm.sel(state=state, layer=l)
+            ok = np.isfinite(s.values)
+            name = str(a.layer_name.sel(layer=l).values) if "layer_name" in a.coords else str(l)
+            ax.plot(s.eigenvalue.values[ok], s.values[ok], "o-", color=cmap(i / max(len(layers) - 1, 1)), ms=3, label=name)
+        ax.set_title(f"{arch} [{state}]")
+        ax.set_xlabel(r"Laplacian eigenvalue $\lambda$")
+        ax.set_yscale("log")
+    axes[0].set_ylabel(r"$S_k(\lambda)/\sum_\lambda S_k$")
+    axes[1].legend(fontsize=6, ncol=2, title="layer (early → late)", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_theory(ds: xr.Dataset) -> Any:
+    """Simulated :math:`D_k, G_k, R_k` of the constant-filter CNN against the closed forms."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(ds.stride), 3, figsize=(10, 3.0 * len(ds.stride)), squeeze=False)
+    for row, stride in enumerate(ds.stride.values):
+        s = ds.sel(stride=stride)
+        for col, v in enumerate(("D", "G", "R")):
+            ax = axes[row, col]
+            for act in s.activation.values:
+                y = s[v].sel(activation=act)
+                ok = np.isfinite(y.values)
+                line, = ax.plot(s.depth.values[ok], y.values[ok], "o", ms=4, label=f"{act} (simulation)")
+                if f"{v}_pred" in s:
+                    p = s[f"{v}_pred"].sel(activation=act)
+                    okp = np.isfinite(p.values)
+                    ax.plot(s.depth.values[okp], p.values[okp], "-", color=line.get_color(), lw=1, label=f"{act} (theory)")
+            ax.set_yscale("log")
+            if stride == 1:
+                ax.set_xscale("log")
+            ax.set_title(f"{QUANTITY_LABELS[v]}, stride {stride}")
+            ax.set_xlabel("layer k")
+        axes[row, 0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def theory_layer_figure(ds: xr.Dataset, stride: int, activation: str, k: int) -> Any:
+    """One input of the constant-filter CNN and its layer-``k`` activations, clean vs noisy."""
+    import matplotlib.pyplot as plt
+
+    s = ds.sel(stride=stride, activation=activation)
+    fig, axes = plt.subplots(2, 1, figsize=(7, 3.6))
+    xin_c, xin_n = s.input_clean.values, s.input_noisy.values
+    ok = np.isfinite(xin_c)
+    axes[0].bar(np.arange(ok.sum()), xin_n[ok], color="tab:orange", alpha=0.6, label="noisy input")
+    axes[0].bar(np.arange(ok.sum()), xin_c[ok], color="tab:blue", alpha=0.8, width=0.4, label="clean input (one-hot)")
+    axes[0].set_title(f"input (stride {stride}, {activation})", fontsize=9)
+    axes[0].legend(fontsize=7)
+    c = s.clean_activation.sel(depth=k).values
+    n = s.noisy_activation.sel(depth=k).values
+    ok = np.isfinite(c)
+    axes[1].bar(np.arange(ok.sum()), n[ok], color="tab:orange", alpha=0.6, label="noisy")
+    axes[1].bar(np.arange(ok.sum()), c[ok], color="tab:blue", alpha=0.8, width=0.4, label="clean")
+    axes[1].set_title(f"layer {k}: ||noisy − clean||² = {np.nansum((n - c) ** 2):.3g}", fontsize=9)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_task_examples(ds: xr.Dataset) -> Any:
+    """Probe inputs of a scale-detection task and their moved versions (stored by the notebook)."""
+    import matplotlib.pyplot as plt
+
+    keep = lambda d: d in ("example", "channel") or d.startswith("pixel")  # noqa: E731
+    first = {d: 0 for d in ds.example_clean.dims if not keep(d)}  # a combined dataset: the first run's examples
+    clean = ds.example_clean.isel(first).values
+    moved = ds.example_moved.isel(first).values
+    n = clean.shape[0]
+    if clean.ndim == 4:  # 2D: [example, channel, H, W]
+        fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.4))
+        for i in range(n):
+            for row, img, title in ((0, clean[i, 0], "input"), (1, moved[i, 0], "pixels moved")):
+                axes[row, i].imshow(img, cmap="gray_r", interpolation="nearest")
+                axes[row, i].set_title(title, fontsize=8)
+                axes[row, i].axis("off")
+    else:  # 1D: [example, channel, N]
+        fig, axes = plt.subplots(n, 1, figsize=(8, 1.1 * n), sharex=True)
+        for i in range(n):
+            axes[i].stem(np.arange(clean.shape[-1]), clean[i, 0], linefmt="C0-", markerfmt="C0o", basefmt=" ", label="input")
+            axes[i].stem(np.arange(moved.shape[-1]) + 0.3, moved[i, 0], linefmt="C1-", markerfmt="C1s", basefmt=" ", label="sites moved")
+            axes[i].set_yticks([])
+        axes[0].legend(fontsize=7, ncol=2)
+        axes[-1].set_xlabel("site")
+    fig.tight_layout()
+    return fig

@@ -150,6 +150,25 @@ def _expand(ds: xr.Dataset, grid: dict[str, Any], dims: Sequence[str]) -> xr.Dat
     return ds
 
 
+def _collapse(da: xr.DataArray, dim: str) -> xr.DataArray | None:
+    """``da`` without ``dim`` if all its non-missing values agree along ``dim`` (first non-missing kept)."""
+    arr = np.moveaxis(np.asarray(da.values, dtype=object), da.get_axis_num(dim), 0)
+    missing = np.vectorize(lambda x: x is None or (isinstance(x, float) and np.isnan(x)))(arr) if arr.size else arr
+    first = arr[0].copy()
+    have = ~missing[0]
+    for i in range(1, arr.shape[0]):
+        take = ~have & ~missing[i]
+        first[take] = arr[i][take]
+        have |= ~missing[i]
+        both = ~missing[i] & (first != None)  # noqa: E711
+        if bool((both & (arr[i] != first)).any()):
+            return None
+    out = xr.DataArray(first, dims=[x for x in da.dims if x != dim], coords={k: v for k, v in da.coords.items() if dim not in v.dims and k != dim})
+    if da.dtype != object:
+        out = out.astype(da.dtype)
+    return out
+
+
 def _same(a: Any, b: Any) -> bool:
     try:
         return bool(np.all(a == b))
@@ -206,9 +225,10 @@ def open_experiment(
     present = [c for c in _LAYER_COORDS if c in combined.data_vars]
     for c in present:  # a per-layer coordinate depends only on the grid dims it varies along (e.g. arch)
         for d in keys:
-            v = combined[c]
-            if d in v.dims and bool(((v == v.isel({d: 0})) | (v.isnull() & v.isel({d: 0}).isnull())).all()):
-                combined[c] = v.isel({d: 0}, drop=True)
+            if d in combined[c].dims:
+                collapsed = _collapse(combined[c], d)
+                if collapsed is not None:
+                    combined[c] = collapsed
     combined = combined.set_coords(present)
     combined.attrs = {**attrs, "experiment": experiment, "profile": profile, "runs": len(runs)}
     return combined
