@@ -13,7 +13,6 @@ from torch import nn
 from diffeosens import profiles
 from diffeosens.train import (
     RECIPES,
-    Recipe,
     build_model,
     fit,
     load_checkpoint,

@@ -55,8 +55,8 @@ TRAINING: dict[str, dict[str, Size]] = {
         "paper": Size(epochs=300, n_train=1024, n_test=4096),
     },
     "scale1d": {
-        "smoke": Size(epochs=20, n_train=64, n_test=128, width=32),
-        "quick": Size(epochs=3000, n_train=512, n_test=128, width=128),
+        "smoke": Size(epochs=60, n_train=128, n_test=128, width=64),
+        "quick": Size(epochs=120, n_train=256, n_test=128, width=64),
         "paper": Size(epochs=600_000, n_train=512, n_test=128, width=1000),
     },
 }

@@ -58,13 +58,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -976,13 +975,18 @@ def measure(
                   interp=interp, n_draws=n_draws, estimator=estimator, batch_size=batch_size, seed=seed,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
                   n_jackknife=min(n_jackknife, P), n_boot=n_boot, P=P, image_shape=[C, H, W], capture=method)
+    return _to_dataset(chosen, values, _result_attrs(params, model, estimator, dev, t0))
+
+
+def _result_attrs(params: dict[str, Any], model: nn.Module, estimator: str, dev: torch.device, t0: float) -> dict[str, Any]:
+    """Attributes of a results dataset: every parameter (flat and as JSON), the model, provenance."""
     attrs = dict(params)
     attrs.update(_model_description(model))
     attrs["uncertainty"] = "delete-a-group jackknife over images" if estimator == "mean" else "bootstrap over images"
     attrs["deno_eps"] = DENO_EPS
     attrs["params"] = params
     attrs["provenance"] = provenance(dev, time.perf_counter() - t0)
-    return _to_dataset(chosen, values, attrs)
+    return attrs
 
 
 def _apply_off_diagonal(values: dict[str, np.ndarray], P: int) -> None:
@@ -1070,10 +1074,4 @@ def measure_perturbed(
                   ratio=list(ratio) if ratio else None, estimator=estimator, batch_size=batch_size,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
                   n_jackknife=min(n_jackknife, P), P=P, capture=method, seed=seed, channel_mean=channel_mean)
-    attrs = dict(params)
-    attrs.update(_model_description(model))
-    attrs["uncertainty"] = "delete-a-group jackknife over images" if estimator == "mean" else "bootstrap over images"
-    attrs["deno_eps"] = DENO_EPS
-    attrs["params"] = params
-    attrs["provenance"] = provenance(dev, time.perf_counter() - t0)
-    return _to_dataset(chosen, values, attrs)
+    return _to_dataset(chosen, values, _result_attrs(params, model, estimator, dev, t0))

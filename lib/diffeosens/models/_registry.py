@@ -30,6 +30,7 @@ __all__ = [
     "available",
     "build",
     "check_activation",
+    "check_common",
     "check_width_factor",
     "register_model",
     "scaled_width",
@@ -175,6 +176,12 @@ def scaled_width(width: int, width_factor: float) -> int:
     (32, 1)
     """
     return max(1, int(round(width * width_factor)))
+
+
+def check_common(num_classes: Any, in_channels: Any, activation: str, width_factor: Any) -> tuple[int, int, float]:
+    """Validate the four arguments every architecture takes; returns ``(num_classes, in_channels, width_factor)``."""
+    check_activation(activation)
+    return check_positive_int(num_classes, "num_classes"), check_positive_int(in_channels, "in_channels"), check_width_factor(width_factor)
 
 
 def check_activation(activation: str) -> str:

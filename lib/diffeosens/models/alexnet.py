@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._check import check_positive_int
-from ._registry import check_activation, check_width_factor, register_model, scaled_width
+from ._registry import check_common, register_model, scaled_width
 from .activations import make_activation
 
 __all__ = ["AlexNet"]
@@ -55,10 +54,7 @@ class AlexNet(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        num_classes = check_positive_int(num_classes, "num_classes")
-        in_channels = check_positive_int(in_channels, "in_channels")
-        check_activation(activation)
-        width_factor = check_width_factor(width_factor)
+        num_classes, in_channels, width_factor = check_common(num_classes, in_channels, activation, width_factor)
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
         c1, c2, c3, c4, c5, hidden = (scaled_width(c, width_factor) for c in (64, 192, 384, 256, 256, 4096))

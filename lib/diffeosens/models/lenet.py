@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .._check import check_positive_int
-from ._registry import check_activation, check_width_factor, register_model, scaled_width
+from ._registry import check_common, register_model, scaled_width
 from .activations import make_activation
 
 __all__ = ["LeNet"]
@@ -42,10 +42,7 @@ class LeNet(nn.Module):
         stride: int = 2,
     ) -> None:
         super().__init__()
-        num_classes = check_positive_int(num_classes, "num_classes")
-        in_channels = check_positive_int(in_channels, "in_channels")
-        check_activation(activation)
-        width_factor = check_width_factor(width_factor)
+        num_classes, in_channels, width_factor = check_common(num_classes, in_channels, activation, width_factor)
         stride = check_positive_int(stride, "stride")
         n = check_positive_int(input_size, "input_size") if input_size is not None else (28 if in_channels == 1 else 32)
         side = ((n - 4) // stride - 4) // stride

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .._check import check_positive_int
-from ._registry import check_activation, check_width_factor, register_model, scaled_width
+from ._registry import check_common, register_model, scaled_width
 from .activations import make_activation
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet"]
@@ -128,10 +128,7 @@ class ResNet(nn.Module):
         width_factor: float = 1.0,
     ) -> None:
         super().__init__()
-        num_classes = check_positive_int(num_classes, "num_classes")
-        in_channels = check_positive_int(in_channels, "in_channels")
-        check_activation(activation)
-        width_factor = check_width_factor(width_factor)
+        num_classes, in_channels, width_factor = check_common(num_classes, in_channels, activation, width_factor)
         if len(num_blocks) != 4:
             raise ValueError(f"num_blocks must list the blocks of 4 stages, got {tuple(num_blocks)}")
         stem = scaled_width(64, width_factor)

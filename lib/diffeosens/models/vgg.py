@@ -10,8 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._check import check_positive_int
-from ._registry import check_activation, check_width_factor, register_model, scaled_width
+from ._registry import check_common, register_model, scaled_width
 from .activations import make_activation
 
 __all__ = ["CONFIGS", "VGG"]
@@ -73,10 +72,7 @@ class VGG(nn.Module):
         avgpool_identity: bool = False,
     ) -> None:
         super().__init__()
-        num_classes = check_positive_int(num_classes, "num_classes")
-        in_channels = check_positive_int(in_channels, "in_channels")
-        check_activation(activation)
-        width_factor = check_width_factor(width_factor)
+        num_classes, in_channels, width_factor = check_common(num_classes, in_channels, activation, width_factor)
         self.pad = nn.ZeroPad2d(2) if in_channels == 1 else None
         layers: list[nn.Module] = []
         channels = in_channels
