@@ -327,7 +327,7 @@ def check_c6(pooling: xr.Dataset | None, *, threshold: float = 2.0) -> Verdict:
         a = _per_arch(ds, arch)
         d = a.D
         if "shuffle" in d.dims:
-            d = np.exp(np.log(d).mean("shuffle"))
+            d = np.exp(np.log(d.where(d > 0)).mean("shuffle"))
         orig, shuf = _geo_seed(d.sel(variant="original")), _geo_seed(d.sel(variant="shuffled"))
         depth = np.asarray(a.relative_depth.values, float)
         with np.errstate(divide="ignore", invalid="ignore"):

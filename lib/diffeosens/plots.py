@@ -144,7 +144,7 @@ def plot_variants(ds: xr.Dataset, *, var: str = "D", variant_dim: str = "variant
 
     da = ds[var]
     if "shuffle" in da.dims:
-        da = np.exp(np.log(da).mean("shuffle"))
+        da = np.exp(np.log(da.where(da > 0)).mean("shuffle"))  # geometric mean over shuffles
     sub = da.to_dataset(name=var)
     for c in ("relative_depth", "layer_kind"):
         if c in ds.coords:
@@ -243,12 +243,15 @@ def plot_task_examples(ds: xr.Dataset) -> Any:
     moved = ds.example_moved.isel(first).values
     n = clean.shape[0]
     if clean.ndim == 4:  # 2D: [example, channel, H, W]
-        fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.4))
+        fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6))
         for i in range(n):
-            for row, img, title in ((0, clean[i, 0], "input"), (1, moved[i, 0], "pixels moved")):
-                axes[row, i].imshow(img, cmap="gray_r", interpolation="nearest")
-                axes[row, i].set_title(title, fontsize=8)
-                axes[row, i].axis("off")
+            ax = axes[i]
+            ax.imshow(clean[i, 0] > 0, cmap="gray_r", interpolation="nearest")
+            yy, xx = np.nonzero(moved[i, 0])
+            ax.plot(xx, yy, "s", mfc="none", mec="tab:red", ms=7, mew=1.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title("black: input, red: moved", fontsize=7)
     else:  # 1D: [example, channel, N]
         fig, axes = plt.subplots(n, 1, figsize=(8, 1.1 * n), sharex=True)
         for i in range(n):
