@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,11 @@ _LAYER_COORDS = ("layer_name", "layer_kind", "depth", "relative_depth")
 RUN_SCALARS = ("test_error", "best_test_acc", "model_params", "train_noise")
 
 
+#: HDF5 (under netCDF4) is not thread-safe: every read and write of this module holds this lock,
+#: so that threads of one process (e.g. a sweep with ``jobs > 1``) never touch files concurrently.
+_NETCDF_LOCK = threading.RLock()
+
+
 class ResultsError(ValueError):
     """A results file is missing, unreadable (corrupt) or not a diffeosens result (foreign)."""
 
@@ -85,9 +91,10 @@ def save(ds: xr.Dataset, path: str | os.PathLike, *, schema: str | None = None, 
     if "schema" in ds.attrs:
         validate(ds, path=str(path))
     encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if np.issubdtype(ds[v].dtype, np.number)}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        with _NETCDF_LOCK:
+            ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -115,11 +122,12 @@ def open_run(path: str | os.PathLike, *, load: bool = True) -> xr.Dataset:
     if not path.exists():
         raise ResultsError(f"no results file at {path}")
     try:
-        ds = xr.open_dataset(path, engine="netcdf4")
-        if load:
-            ds = ds.load()
+        with _NETCDF_LOCK:
+            ds = xr.open_dataset(path, engine="netcdf4")
+            if load:
+                ds = ds.load()
             ds.close()
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, AttributeError) as err:
         raise ResultsError(f"{path} is not a readable netCDF4 file (corrupt or truncated?): {err}") from err
     return validate(ds, path=str(path))
 

@@ -306,7 +306,7 @@ def _valid(path: Path) -> bool:
         return False
     if path.suffix == ".nc":
         try:
-            open_run(path, load=False).close()
+            open_run(path, load=False)
         except ResultsError:
             return False
     return True
