@@ -38,7 +38,9 @@ def test_grid_explorer_links_widgets_in_javascript():
     assert [bytes(img.value) for img in outer.children[1].children] == [b"B-0.5", b"B-1.0", b"B-2.0"]
     from ipywidgets.widgets.widget_link import Link
 
-    links = [x for x in w.Widget.widgets.values() if isinstance(x, Link)]
+    from ipywidgets.widgets.widget import _instances
+
+    links = [x for x in _instances.values() if isinstance(x, Link)]
     linked = {(l.source[0].model_id, l.target[0].model_id) for l in links}
     assert (dropdown.model_id, outer.model_id) in linked
     assert all((slider.model_id, s.model_id) in linked for s in outer.children)
