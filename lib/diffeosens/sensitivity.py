@@ -820,6 +820,24 @@ def _check_compatible(net: nn.Module, images: Tensor) -> None:
         raise ValueError(f"the model cannot process images of shape {tuple(images.shape[1:])} (per image): {err}") from err
 
 
+def _device_and_batch(model: nn.Module, images: Tensor, device: Any, batch_size: int | None, init_bn: str) -> tuple[torch.device, int]:
+    """The device to run on, and the batch size (default: one full batch with batch-statistics BN)."""
+    dev = _resolve_device(model, images, device)
+    P = images.shape[0]
+    if batch_size is None:
+        batch_size = P if init_bn == "batch" else min(P, 128)
+    return dev, check_positive_int(batch_size, "batch_size")
+
+
+def _build_probe(model: nn.Module, images: Tensor, layers: Any, dev: torch.device, compute_dtype: torch.dtype,
+                 init_bn: str, channel_mean: bool = False) -> tuple[list[Layer], _Probe]:
+    """Resolve the probe points and return them with a probe on a prepared copy of the model."""
+    chosen, method = _resolve_layers(model, layers)
+    net = _prepare_model(model, dev, compute_dtype, init_bn)
+    _check_compatible(net, images[:2].to(dev, compute_dtype))
+    return chosen, _Probe(net, [l.name for l in chosen], method, channel_mean=channel_mean)
+
+
 def _model_description(model: nn.Module) -> dict[str, Any]:
     text = repr(model)
     return {
@@ -938,17 +956,11 @@ def measure(
     if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
         raise ValueError(f"delta must be a finite number >= 0 (pixels), got {delta!r}")
     P, C, H, W = images.shape
-    dev = _resolve_device(model, images, device)
-    if batch_size is None:
-        batch_size = P if init_bn == "batch" else min(P, 128)
-    batch_size = check_positive_int(batch_size, "batch_size")
+    dev, batch_size = _device_and_batch(model, images, device, batch_size, init_bn)
     T_b, cut_b = diffeo._prepare_T_cut(None, delta, cut, 1, (H, W), warn_stacklevel=3)
     kmax = diffeo.max_mode_index(cut_b)
 
-    chosen, method = _resolve_layers(model, layers)
-    net = _prepare_model(model, dev, compute_dtype, init_bn)
-    _check_compatible(net, images[:2].to(dev, compute_dtype))
-    probe = _Probe(net, [l.name for l in chosen], method)
+    chosen, probe = _build_probe(model, images, layers, dev, compute_dtype, init_bn)
     acc = _Accumulator(chosen, ["D", "G"], P, estimator, min(n_jackknife, P), n_draws=n_draws)
 
     for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
@@ -956,7 +968,7 @@ def measure(
         if interp == "gaussian":  # smooth the clean images exactly like the deformed ones (T = 0)
             zero = torch.zeros((stop - start, 2, 1, 1), dtype=x.dtype, device=dev)
             x = diffeo._deform_from_normals(x, zero, torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), "gaussian")
-        probe.run(x, acc.clean_consumer(start, clone=method == "hooks"))
+        probe.run(x, acc.clean_consumer(start, clone=probe.method == "hooks"))
         for k in range(n_draws):
             normals = _block_normals(seed, 2 * k, start, stop, (2, kmax, kmax), torch.float64).to(dev, compute_dtype)
             tx = diffeo._deform_from_normals(x, normals, T_b, cut_b, interp)
@@ -974,7 +986,7 @@ def measure(
     params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), delta=delta, cut=cut, T=T,
                   interp=interp, n_draws=n_draws, estimator=estimator, batch_size=batch_size, seed=seed,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
-                  n_jackknife=min(n_jackknife, P), n_boot=n_boot, P=P, image_shape=[C, H, W], capture=method)
+                  n_jackknife=min(n_jackknife, P), n_boot=n_boot, P=P, image_shape=[C, H, W], capture=probe.method)
     return _to_dataset(chosen, values, _result_attrs(params, model, estimator, dev, t0))
 
 
@@ -1052,18 +1064,12 @@ def measure_perturbed(
     if ratio is not None and not set(ratio) <= set(perturbed):
         raise ValueError(f"ratio {ratio!r} names perturbations that are not given; valid names: {sorted(perturbed)}")
     P = clean.shape[0]
-    dev = _resolve_device(model, clean, device)
-    if batch_size is None:
-        batch_size = P if init_bn == "batch" else min(P, 128)
-    batch_size = check_positive_int(batch_size, "batch_size")
-    chosen, method = _resolve_layers(model, layers)
-    net = _prepare_model(model, dev, compute_dtype, init_bn)
-    _check_compatible(net, clean[:2].to(dev, compute_dtype))
-    probe = _Probe(net, [l.name for l in chosen], method, channel_mean=channel_mean)
+    dev, batch_size = _device_and_batch(model, clean, device, batch_size, init_bn)
+    chosen, probe = _build_probe(model, clean, layers, dev, compute_dtype, init_bn, channel_mean=channel_mean)
     names = list(perturbed)
     acc = _Accumulator(chosen, names, P, estimator, min(n_jackknife, P))
     for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
-        probe.run(clean[start:stop].to(dev, compute_dtype), acc.clean_consumer(start, clone=method == "hooks"))
+        probe.run(clean[start:stop].to(dev, compute_dtype), acc.clean_consumer(start, clone=probe.method == "hooks"))
         for nm in names:
             probe.run(perturbed[nm][start:stop].to(dev, compute_dtype), acc.perturbed_consumer(nm, start))
         acc.end_batch()
@@ -1073,5 +1079,5 @@ def measure_perturbed(
     params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), perturbations=names,
                   ratio=list(ratio) if ratio else None, estimator=estimator, batch_size=batch_size,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
-                  n_jackknife=min(n_jackknife, P), P=P, capture=method, seed=seed, channel_mean=channel_mean)
+                  n_jackknife=min(n_jackknife, P), P=P, capture=probe.method, seed=seed, channel_mean=channel_mean)
     return _to_dataset(chosen, values, _result_attrs(params, model, estimator, dev, t0))
