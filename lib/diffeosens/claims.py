@@ -104,6 +104,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
         return math.nan
     ra = pd.Series(a[ok]).rank().to_numpy()
     rb = pd.Series(b[ok]).rank().to_numpy()
+    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return math.nan  # a constant variable has no rank correlation
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
@@ -204,7 +206,7 @@ def check_c2(architectures: xr.Dataset | None) -> Verdict:
         v.verdict, v.detail = NOT_RUN, v.detail + " — fewer than 4 networks: no fit"
         return v
     good_b = b > 2 * se and (0.25 <= b <= 0.75 or abs(b - 0.5) <= 2 * se)
-    v.verdict = REPRODUCED if good_b and rho_r > 0 and rho_r >= rho_d else NOT_REPRODUCED
+    v.verdict = REPRODUCED if good_b and rho_r > 0 and not rho_d > rho_r else NOT_REPRODUCED
     return v
 
 
