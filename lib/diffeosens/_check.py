@@ -7,6 +7,7 @@ never surfaces as a traceback from deep inside torch.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Collection
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "check_float_tensor",
     "check_min_ndim",
     "check_positive_int",
+    "check_seed",
 ]
 
 
@@ -70,3 +72,10 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return value
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """``seed`` must be an integer (``bool`` is not); returns it as a Python ``int``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {seed!r}")
+    return int(seed)

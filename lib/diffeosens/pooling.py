@@ -35,7 +35,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from ._check import check_choice
+from ._check import check_choice, check_seed
 from .models.vgg import VGG
 
 __all__ = [
@@ -133,10 +133,9 @@ def shuffle_channels(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_choice(scope, SCOPES, "scope")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
     shuffled = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     perms: dict[str, ChannelPermutation] = {}
     with torch.no_grad():
         for name, param in _shuffled_parameters(shuffled):
@@ -309,10 +308,9 @@ def gaussian_weights(model: nn.Module, *, seed: int = 0) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
     redrawn = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, param in redrawn.named_parameters():
             w = param.detach().double()

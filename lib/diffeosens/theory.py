@@ -59,7 +59,7 @@ import torch
 import xarray as xr
 from torch import Tensor
 
-from ._check import check_choice, check_float_tensor, check_positive_int
+from ._check import check_choice, check_float_tensor, check_positive_int, check_seed
 from .noise import matched_noise
 from .provenance import provenance, to_attr
 
@@ -484,8 +484,7 @@ def simulate_sensitivities(
     if not isinstance(rectify, bool):
         raise TypeError(f"rectify must be a bool or None, got {rectify!r}")
     n_noise = check_positive_int(n_noise, "n_noise")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     n_min = min_sites(filter_size, stride, depth)

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._check import check_float_tensor, check_min_ndim
+from .._check import check_float_tensor, check_min_ndim, check_seed
 
 __all__ = ["GaussianCorruption", "corrupt", "noisy_test_set"]
 
@@ -131,7 +131,6 @@ def noisy_test_set(images: Tensor, norm: float, *, seed: int = 0, sample_dims: i
     (torch.Size([5, 3, 32, 32]), True)
     """
     check_float_tensor(images, "images")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = check_seed(seed)
     gen = torch.Generator(device=images.device).manual_seed(seed)
     return corrupt(images, norm, sample_dims=sample_dims, generator=gen).clone()

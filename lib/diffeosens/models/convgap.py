@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .._check import check_choice, check_positive_int
-from ._registry import check_activation, check_width_factor, register_model, scaled_width
+from ._registry import check_common, register_model, scaled_width
 from .activations import make_activation
 from .dense import SCALINGS, NTKLinear
 
@@ -183,11 +183,9 @@ class ConvGAP(nn.Module):
         super().__init__()
         depth = check_positive_int(depth, "depth")
         filter_size = check_positive_int(filter_size, "filter_size")
-        num_classes = check_positive_int(num_classes, "num_classes")
-        channels = check_positive_int(in_channels, "in_channels")
-        check_activation(activation)
+        num_classes, channels, width_factor = check_common(num_classes, in_channels, activation, width_factor)
         check_choice(scaling, SCALINGS, "scaling")
-        h = scaled_width(check_positive_int(width, "width"), check_width_factor(width_factor))
+        h = scaled_width(check_positive_int(width, "width"), width_factor)
         strides = _strides(stride, depth, alternate=True)
         blocks = []
         for l in range(depth):
@@ -269,13 +267,11 @@ class ConvGAP1d(nn.Module):
         super().__init__()
         depth = check_positive_int(depth, "depth")
         filter_size = check_positive_int(filter_size, "filter_size")
-        num_classes = check_positive_int(num_classes, "num_classes")
-        channels = check_positive_int(in_channels, "in_channels")
-        check_activation(activation)
+        num_classes, channels, width_factor = check_common(num_classes, in_channels, activation, width_factor)
         check_choice(scaling, SCALINGS, "scaling")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
             raise ValueError(f"alpha must be a positive, finite number, got {alpha!r}")
-        h = scaled_width(check_positive_int(width, "width"), check_width_factor(width_factor))
+        h = scaled_width(check_positive_int(width, "width"), width_factor)
         strides = _strides(stride, depth, alternate=False)
         blocks = []
         for l in range(depth):
