@@ -101,18 +101,22 @@ class KilledLoader:
         self.loader.load_state_dict(s)
 
 
-@pytest.mark.parametrize("arch", ["AlexNet"])  # dropout exercises the global RNG state
-def test_resume_after_interruption_continues_identically(tmp_path, arch):
+# AlexNet: dropout exercises the global RNG state. monitor_every = 2: killed during epoch 4, the
+# resume point is epoch 2 (epoch 3 is not evaluated, so not checkpointed) and epoch 3 is repeated.
+@pytest.mark.parametrize("arch, monitor_every, epochs, kill_at", [("AlexNet", 1, 3, 3), ("AlexNet", 2, 4, 4)])
+def test_resume_after_interruption_continues_identically(tmp_path, arch, monitor_every, epochs, kill_at):
+    recipe = RECIPES["cifar"].with_(monitor_every=monitor_every)
+
     def run(out, kill_at=None):
         loaders = make_loaders("cifar10", n_train=256, n_test=128, batch_size=64, augment=True, train_noise=1.0, seed=3)
         net = build_model(arch, seed=3, width_factor=0.125)
         train = loaders.train if kill_at is None else KilledLoader(loaders.train, kill_at)
-        return fit(net, train, loaders.test, "cifar", epochs=3, seed=3, out_dir=out, progress=False)
+        return fit(net, train, loaders.test, recipe, epochs=epochs, seed=3, out_dir=out, progress=False)
 
     full = run(tmp_path / "a")
     with pytest.raises(_Interrupt):
-        run(tmp_path / "b", kill_at=3)
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 1  # epochs 1 and 2 done
+        run(tmp_path / "b", kill_at=kill_at)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 1  # resume point: after epoch 2
     resumed = run(tmp_path / "b")
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .results import geomean, output_layer
+
 __all__ = ["CLAIMS", "Verdict", "evaluate", "verdict_table"]
 
 REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
@@ -65,13 +67,6 @@ class Verdict:
 # ------------------------------------------------------------------------------------------------
 
 
-def _geo_seed(da: xr.DataArray) -> xr.DataArray:
-    """Geometric mean over seeds (O9)."""
-    if "seed" not in da.dims:
-        return da
-    return np.exp(np.log(da.where(da > 0)).mean("seed"))
-
-
 def _at(ds: xr.Dataset, **sel: Any) -> xr.Dataset:
     """Select by the given values where the dimension exists (e.g. delta=1.0)."""
     ok = {k: v for k, v in sel.items() if k in ds.dims}
@@ -109,22 +104,12 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def _layer_slope(da: xr.DataArray, kinds: tuple[str, ...] | None = None) -> tuple[float, float]:
+def _layer_slope(da: xr.DataArray) -> tuple[float, float]:
     """Slope of log10(value) against relative depth over the probe points of one network."""
     vals = da.values.astype(float)
     depth = np.asarray(da["relative_depth"].values, dtype=float)
-    if kinds is not None and "layer_kind" in da.coords:
-        mask = np.isin(np.asarray(da["layer_kind"].values).astype(str), kinds)
-        vals = np.where(mask, vals, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         return _slope(depth, np.log10(vals))
-
-
-def _output(ds: xr.Dataset) -> xr.Dataset:
-    """The output probe point of every network (the last non-NaN layer of kind 'output')."""
-    kind = ds.layer_kind
-    idx = (kind == "output").argmax("layer")
-    return ds.isel(layer=idx)
 
 
 def _frac(n_ok: int, n: int) -> tuple[float, float]:
@@ -159,7 +144,7 @@ def check_c1(layers: xr.Dataset | None, architectures: xr.Dataset | None = None)
     for ds, name in ((layers, "layers"), (architectures, "architectures")):
         if ds is None:
             continue
-        r = _geo_seed(_at(ds, delta=1.0, state="init").R)
+        r = geomean(_at(ds, delta=1.0, state="init").R)
         rs.append(r.values.ravel())
         v.sources += (name,)
         v.seeds = v.seeds or _seeds(ds)
@@ -187,10 +172,10 @@ def check_c2(architectures: xr.Dataset | None) -> Verdict:
                 criterion="reproduced if >= 4 nets, b > 2 se, b in [0.25, 0.75] (or 0.5 within 2 se), Spearman(ε,R_f) > 0 and >= Spearman(ε,D_f)")
     if architectures is None:
         return v
-    ds = _output(_at(architectures, delta=1.0, state="trained"))
+    ds = output_layer(_at(architectures, delta=1.0, state="trained"))
     v.sources, v.seeds = ("architectures",), _seeds(architectures)
     err = ds.test_error.mean("seed") if "seed" in ds.test_error.dims else ds.test_error
-    rf, df = _geo_seed(ds.R), _geo_seed(ds.D)
+    rf, df = geomean(ds.R), geomean(ds.D)
     e, r, d = (np.asarray(x.values, float).ravel() for x in (err, rf, df))
     ok = np.isfinite(e) & np.isfinite(r) & (e > 0) & (r > 0)
     n = int(ok.sum())
@@ -215,8 +200,8 @@ def _trained_vs_init_slopes(layers: xr.Dataset, var: str) -> dict[str, tuple[flo
     ds = _at(layers, delta=1.0)
     for arch in _archs(ds):
         a = _per_arch(ds, arch)
-        s_init, _ = _layer_slope(_geo_seed(a[var].sel(state="init")))
-        s_tr, _ = _layer_slope(_geo_seed(a[var].sel(state="trained")))
+        s_init, _ = _layer_slope(geomean(a[var].sel(state="init")))
+        s_tr, _ = _layer_slope(geomean(a[var].sel(state="trained")))
         out[arch] = (s_init, s_tr)
     return out
 
@@ -260,11 +245,11 @@ def check_c4(layers: xr.Dataset | None) -> Verdict:
         return v
     v.sources, v.seeds = ("layers",), _seeds(layers)
     ds = _at(layers, delta=1.0)
-    out = _output(ds)
+    out = output_layer(ds)
     ratios, ok = {}, []
     slopes = _trained_vs_init_slopes(layers, "G")
     for arch in _archs(ds):
-        g = _geo_seed(_per_arch(out, arch).G)
+        g = geomean(_per_arch(out, arch).G)
         lr = float(np.log10(g.sel(state="trained") / g.sel(state="init")))
         ratios[arch] = lr
         ok.append(lr > 0 and slopes[arch][1] > 0)
@@ -288,15 +273,15 @@ def check_c5(noisy: xr.Dataset | None, *, chance_factor: float = 2.0) -> Verdict
     if noisy is None:
         return v
     v.sources, v.seeds = ("noisy",), _seeds(noisy)
-    ds = _output(_at(noisy, delta=1.0))
+    ds = output_layer(_at(noisy, delta=1.0))
     rows, ok = [], []
     for arch in _archs(ds):
         a = _per_arch(ds, arch)
         for level in a.train_noise.values:
             s = a.sel(train_noise=level)
             acc = 1 - float(s.test_error.sel(state="trained").mean())
-            r = float(_geo_seed(s.R.sel(state="trained")))
-            g_tr, g_in = float(_geo_seed(s.G.sel(state="trained"))), float(_geo_seed(s.G.sel(state="init")))
+            r = float(geomean(s.R.sel(state="trained")))
+            g_tr, g_in = float(geomean(s.G.sel(state="trained"))), float(geomean(s.G.sel(state="init")))
             trainable = acc > chance_factor * 0.1
             rows.append(f"{arch} σ={level:g}: acc {acc:.2f}, R_f {r:.2g}, G_f {g_in:.2g}→{g_tr:.2g}")
             if trainable:
@@ -328,9 +313,8 @@ def check_c6(pooling: xr.Dataset | None, *, threshold: float = 2.0) -> Verdict:
     for arch in _archs(ds):
         a = _per_arch(ds, arch)
         d = a.D
-        if "shuffle" in d.dims:
-            d = np.exp(np.log(d.where(d > 0)).mean("shuffle"))
-        orig, shuf = _geo_seed(d.sel(variant="original")), _geo_seed(d.sel(variant="shuffled"))
+        d = geomean(d, "shuffle")
+        orig, shuf = geomean(d.sel(variant="original")), geomean(d.sel(variant="shuffled"))
         depth = np.asarray(a.relative_depth.values, float)
         with np.errstate(divide="ignore", invalid="ignore"):
             lr = np.log10(shuf.values / orig.values)
@@ -402,13 +386,13 @@ def check_c8(scale2d: xr.Dataset | None, *, max_error: float = 0.2) -> Verdict:
         tr = a.sel(state="trained")
         orig = tr.sel(variant="original") if "variant" in tr.dims else tr
         err = float(orig.test_error.mean()) if "test_error" in orig else math.nan
-        r_out = float(_geo_seed(_output(orig).R))
-        sd, _ = _layer_slope(_geo_seed(orig.D))
-        sg, _ = _layer_slope(_geo_seed(orig.G))
+        r_out = float(geomean(output_layer(orig).R))
+        sd, _ = _layer_slope(geomean(orig.D))
+        sg, _ = _layer_slope(geomean(orig.G))
         shuf_effect = math.nan
         if "variant" in tr.dims and "shuffled" in tr.variant.values:
             with np.errstate(divide="ignore", invalid="ignore"):
-                shuf_effect = float(np.nanmean(np.abs(np.log10(_geo_seed(tr.D.sel(variant="shuffled")) / _geo_seed(orig.D)))))
+                shuf_effect = float(np.nanmean(np.abs(np.log10(geomean(tr.D.sel(variant="shuffled")) / geomean(orig.D)))))
         good = err < max_error and r_out < 0.5 and sd < 0 and sg > 0 and (math.isnan(shuf_effect) or shuf_effect < np.log10(2))
         ok.append(good)
         rows.append(f"{arch}: error {err:.3f}, R_f {r_out:.2g}, D slope {sd:+.2f}, G slope {sg:+.2f}, |log10 shuffle ratio| {shuf_effect:.2f}")
@@ -421,7 +405,7 @@ def check_c8(scale2d: xr.Dataset | None, *, max_error: float = 0.2) -> Verdict:
 def _block_curve(ds: xr.Dataset, var: str, *, drop_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per-block values (activation outputs) of a 1D net, indexed k = 1..L (the last ``drop_last`` left out)."""
     kinds = np.asarray(ds.layer_kind.values).astype(str)
-    vals = np.asarray(_geo_seed(ds[var]).values, float)
+    vals = np.asarray(geomean(ds[var]).values, float)
     sel = np.isin(kinds, ("act",)) & np.isfinite(vals)
     y = vals[sel]
     y = y[: len(y) - drop_last] if drop_last else y
@@ -491,10 +475,10 @@ def check_c10(theory: xr.Dataset | None, activations: xr.Dataset | None = None) 
     if activations is not None:
         v.sources += ("activations",)
         v.seeds = _seeds(activations)
-        out = _output(_at(activations, delta=1.0, state="trained"))
+        out = output_layer(_at(activations, delta=1.0, state="trained"))
         ratios = {}
         for arch in _archs(out):
-            g = _geo_seed(_per_arch(out, arch).G)
+            g = geomean(_per_arch(out, arch).G)
             ratios[arch] = float(g.sel(activation="tanh") / g.sel(activation="default"))
         cnn_ok = np.mean([r < 1 for r in ratios.values()]) > 0.5
         v.detail += "; trained CNNs, G_f(tanh)/G_f(ReLU): " + ", ".join(f"{a} {r:.2g}" for a, r in ratios.items())

@@ -161,9 +161,8 @@ def _log_factor(c: Tensor, exact: bool) -> Tensor:
     ``exact=False``: :math:`\ln c`, except :math:`4/\pi` at :math:`c = 1` (see the module docstring).
     ``exact=True``: :math:`(8/\pi) \sum_{\mathcal M_c,\ \text{odd}} (i^2+j^2)^{-1}`.
     """
-    exact_factor = (8.0 / math.pi) * torch.as_tensor(mode_sum(c, odd_only=True), dtype=torch.float64)
     if exact:
-        return exact_factor
+        return (8.0 / math.pi) * torch.as_tensor(mode_sum(c, odd_only=True), dtype=torch.float64)
     return torch.where(c == 1, torch.full_like(c, 4.0 / math.pi), torch.log(c))
 
 

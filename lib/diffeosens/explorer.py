@@ -47,6 +47,11 @@ def _stack(pngs: Sequence[bytes]) -> Any:
     return w.Stack([w.Image(value=p, format="png") for p in pngs], selected_index=0)
 
 
+def _label(value: Any) -> str:
+    """How a slider or dropdown shows a grid value (numbers compactly, e.g. ``0.5``, ``1``)."""
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
 def precomputed_slider(pngs: Mapping[Any, bytes], *, description: str = "", start: Any = None) -> Any:
     """A slider over the keys of ``pngs`` switching between the pictures, in pure JavaScript.
 
@@ -57,7 +62,7 @@ def precomputed_slider(pngs: Mapping[Any, bytes], *, description: str = "", star
     import ipywidgets as w
 
     keys = list(pngs)
-    labels = [f"{k:g}" if isinstance(k, (int, float)) else str(k) for k in keys]
+    labels = [_label(k) for k in keys]
     stack = _stack([pngs[k] for k in keys])
     slider = w.SelectionSlider(options=labels, value=labels[keys.index(start)] if start in keys else labels[0],
                                description=description, continuous_update=True, layout=w.Layout(width="420px"))
@@ -77,17 +82,16 @@ def grid_explorer(pngs: Mapping[tuple[Any, Any], bytes], *, outer: str, inner: s
 
     outers = list(dict.fromkeys(k[0] for k in pngs))
     inners = list(dict.fromkeys(k[1] for k in pngs))
-    fmt = lambda v: f"{v:g}" if isinstance(v, (int, float)) else str(v)  # noqa: E731
     stacks = [_stack([pngs[(o, i)] for i in inners]) for o in outers]
     outer_stack = w.Stack(stacks, selected_index=0)
-    dropdown = w.Dropdown(options=[fmt(o) for o in outers], description=outer)
-    slider = w.SelectionSlider(options=[fmt(i) for i in inners], description=inner, continuous_update=True,
+    dropdown = w.Dropdown(options=[_label(o) for o in outers], description=outer)
+    slider = w.SelectionSlider(options=[_label(i) for i in inners], description=inner, continuous_update=True,
                                layout=w.Layout(width="420px"))
     if start is not None:
-        dropdown.value, slider.value = fmt(start[0]), fmt(start[1])
-    outer_stack.selected_index = outers.index(next(o for o in outers if fmt(o) == dropdown.value))
+        dropdown.value, slider.value = _label(start[0]), _label(start[1])
+    outer_stack.selected_index = outers.index(next(o for o in outers if _label(o) == dropdown.value))
     for s in stacks:
-        s.selected_index = [fmt(i) for i in inners].index(slider.value)
+        s.selected_index = [_label(i) for i in inners].index(slider.value)
         w.jslink((slider, "index"), (s, "selected_index"))
     w.jslink((dropdown, "index"), (outer_stack, "selected_index"))
     return w.VBox([w.HBox([dropdown, slider]), outer_stack])

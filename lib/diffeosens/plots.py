@@ -15,23 +15,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["book_context", "layer_frame", "plot_layer_profiles", "profile_note", "tidy"]
+from .results import default_root, geomean, output_layer
+
+__all__ = ["book_context", "layer_frame", "plot_layer_profiles", "tidy"]
 
 QUANTITY_LABELS = {"D": "$D_k$ (diffeo)", "G": "$G_k$ (noise)", "R": "$R_k = D_k/G_k$"}
 
 
 def book_context() -> tuple[str, Path]:
     """The profile and results root the book is built from (``DIFFEOSENS_PROFILE``, default quick)."""
-    from .results import default_root
-
     return os.environ.get("DIFFEOSENS_PROFILE", "quick"), default_root()
-
-
-def profile_note(ds: xr.Dataset) -> str:
-    """A one-line statement of where a figure's numbers come from."""
-    prof = ds.attrs.get("profile", "?")
-    p = ds.attrs.get("P", "?")
-    return f"Profile **{prof}** ({ds.attrs.get('runs', '?')} runs, P = {p} probe images)."
 
 
 def tidy(ds: xr.Dataset, variables: Sequence[str]) -> pd.DataFrame:
@@ -83,33 +76,19 @@ def ratio_last_first(ds: xr.Dataset, var: str, *, kinds: Sequence[str] = ("act",
     return v.isel(layer=last) / v.isel(layer=first)
 
 
-def finite(values: Any) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    return arr[np.isfinite(arr)]
-
-
 # ------------------------------------------------------------------------------------------------
 # chapter figures
 # ------------------------------------------------------------------------------------------------
-
-
-def _output(ds: xr.Dataset) -> xr.Dataset:
-    idx = (ds.layer_kind == "output").argmax("layer")
-    return ds.isel(layer=idx)
-
-
-def _geo(da: xr.DataArray, dim: str = "seed") -> xr.DataArray:
-    return np.exp(np.log(da.where(da > 0)).mean(dim)) if dim in da.dims else da
 
 
 def plot_error_vs_rf(ds: xr.Dataset, *, prefactor: float = 0.2) -> Any:
     """Test error against :math:`R_f` (log–log) for trained nets, with :math:`\\epsilon = 0.2\\sqrt{R_f}`."""
     import matplotlib.pyplot as plt
 
-    out = _output(ds.sel(state="trained", delta=1.0) if "delta" in ds.dims else ds.sel(state="trained"))
-    r = _geo(out.R)
+    out = output_layer(ds.sel(state="trained", delta=1.0) if "delta" in ds.dims else ds.sel(state="trained"))
+    r = geomean(out.R)
     err = out.test_error.mean("seed") if "seed" in out.test_error.dims else out.test_error
-    d = _geo(out.D)
+    d = geomean(out.D)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, x, name in ((axes[0], r, "$R_f$"), (axes[1], d, "$D_f$")):
         for arch in ds.arch.values:
@@ -128,7 +107,7 @@ def plot_output_sensitivities(ds: xr.Dataset, x: str, *, xscale: str = "linear")
     """Output :math:`D_f, G_f, R_f` against a grid dimension ``x`` (e.g. training noise), init vs trained."""
     import seaborn as sns
 
-    out = _output(ds.sel(delta=1.0) if "delta" in ds.dims else ds)
+    out = output_layer(ds.sel(delta=1.0) if "delta" in ds.dims else ds)
     df = tidy(out.drop_vars([c for c in ("layer_name", "layer_kind", "depth", "relative_depth") if c in out.coords]), ["D", "G", "R"])
     df["quantity"] = df["quantity"].map(lambda q: QUANTITY_LABELS.get(q, q))
     g = sns.relplot(df, x=x, y="value", hue="state", col="quantity", style="arch" if "arch" in df and df["arch"].nunique() > 1 else None,
@@ -143,8 +122,7 @@ def plot_variants(ds: xr.Dataset, *, var: str = "D", variant_dim: str = "variant
     import seaborn as sns
 
     da = ds[var]
-    if "shuffle" in da.dims:
-        da = np.exp(np.log(da.where(da > 0)).mean("shuffle"))  # geometric mean over shuffles
+    da = geomean(da, "shuffle")
     sub = da.to_dataset(name=var)
     for c in ("relative_depth", "layer_kind"):
         if c in ds.coords:

@@ -28,8 +28,10 @@ __all__ = [
     "SCHEMAS",
     "ResultsError",
     "default_root",
+    "geomean",
     "open_experiment",
     "open_run",
+    "output_layer",
     "save",
     "validate",
 ]
@@ -240,3 +242,15 @@ def open_experiment(
     combined = combined.set_coords(present)
     combined.attrs = {**attrs, "experiment": experiment, "profile": profile, "runs": len(runs)}
     return combined
+
+
+def output_layer(ds: xr.Dataset) -> xr.Dataset:
+    """The output probe point of every network: the first layer of kind ``"output"`` (drops ``layer``)."""
+    return ds.isel(layer=(ds.layer_kind == "output").argmax("layer"))
+
+
+def geomean(da: xr.DataArray, dim: str = "seed") -> xr.DataArray:
+    r"""Geometric mean :math:`\exp\langle\ln x\rangle` over ``dim`` (non-positive values ignored); ``da`` if ``dim`` is absent."""
+    if dim not in da.dims:
+        return da
+    return np.exp(np.log(da.where(da > 0)).mean(dim))

@@ -20,13 +20,15 @@ import torch
 import xarray as xr
 from torch import nn
 
+from ._check import check_choice
 from .results import open_run
 
 __all__ = ["STATES", "TrainedRun", "measure_run"]
 
+_STATE_FILES = {"init": "init.pt", "trained": "best.pt", "last": "last.pt"}
 #: ``init``: the run's own initial weights (BatchNorm with batch statistics, methods §4.8);
 #: ``trained``: the best-test-accuracy checkpoint (``best.pt``); ``last``: the final weights.
-STATES = ("init", "trained", "last")
+STATES = tuple(_STATE_FILES)
 
 
 def _json_attr(value: Any, default: Any) -> Any:
@@ -87,10 +89,8 @@ class TrainedRun:
         """The network at ``state`` (see :data:`STATES`), in eval mode."""
         from .train import load_checkpoint
 
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r}; valid states: {', '.join(STATES)}")
-        file = {"init": "init.pt", "trained": "best.pt", "last": "last.pt"}[state]
-        return load_checkpoint(self.build(), self.path / file).eval()
+        check_choice(state, STATES, "state")
+        return load_checkpoint(self.build(), self.path / _STATE_FILES[state]).eval()
 
     def probes(self, n: int, *, seed: int = 0, root: str | os.PathLike | None = None) -> torch.Tensor:
         """The probe set: ``n`` normalised test images of the run's dataset (a fixed, seeded subset).
@@ -143,6 +143,5 @@ def measure_run(
         "arch": run.arch, "dataset": run.dataset, "activation": run.activation, "train_noise": run.train_noise,
         "state": state, "test_error": run.test_error if state != "init" else float("nan"),
         "best_test_acc": float(run.attrs["best_test_acc"]), "train_dir": str(run.path), "probe_seed": probe_seed,
-        "model_params": int(sum(p.numel() for p in net.parameters())),
-    })
+    })  # model_params: already set by measure
     return ds

@@ -73,7 +73,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import diffeo
-from ._check import check_choice, check_float_tensor, check_min_ndim, check_positive_int
+from ._check import check_choice, check_finite, check_float_tensor, check_min_ndim, check_positive_int
 from .noise import rescale_to_norm
 from .provenance import provenance, to_attr
 
@@ -314,8 +314,16 @@ def list_layers(model: nn.Module, *, include: str = "default") -> list[Layer]:
     """
     check_choice(include, ("default", "all"), "include")
     layers, _ = _all_layers(model)
-    if include == "default":
-        layers = [l for l in layers if l.kind not in _DEFAULT_SKIP_KINDS and not (_paper_excluded(l.name) and l.kind != "output")]
+    return _numbered(_default_layers(layers) if include == "default" else layers)
+
+
+def _default_layers(every: Sequence[Layer]) -> list[Layer]:
+    """The default probe points: no input, bookkeeping, dropout or scale nodes, none the paper excludes (but the output)."""
+    return [l for l in every if l.kind not in _DEFAULT_SKIP_KINDS and not (_paper_excluded(l.name) and l.kind != "output")]
+
+
+def _numbered(layers: Sequence[Layer]) -> list[Layer]:
+    """``layers`` with ``index`` set to their position in the list."""
     return [Layer(l.name, l.kind, i, l.depth, l.target) for i, l in enumerate(layers)]
 
 
@@ -456,7 +464,7 @@ def _prepare_model(model: nn.Module, device: torch.device, dtype: torch.dtype, i
 def _resolve_layers(model: nn.Module, layers: str | Sequence[str] | None) -> tuple[list[Layer], str]:
     every, method = _all_layers(model)
     if layers is None or layers == "default":
-        chosen = [l for l in every if l.kind not in _DEFAULT_SKIP_KINDS and not (_paper_excluded(l.name) and l.kind != "output")]
+        chosen = _default_layers(every)
     elif layers == "all":
         chosen = [l for l in every if l.kind != "input"]
     elif layers == "output":
@@ -475,7 +483,7 @@ def _resolve_layers(model: nn.Module, layers: str | Sequence[str] | None) -> tup
         chosen = [by_name[n] for n in layers]
     if not chosen:
         raise ValueError("no probe points selected; pass layer names (see diffeosens.sensitivity.list_layers)")
-    return [Layer(l.name, l.kind, i, l.depth, l.target) for i, l in enumerate(chosen)], method
+    return _numbered(chosen), method
 
 
 def extract_features(
@@ -787,8 +795,8 @@ def _check_probe_images(images: Any, name: str = "images") -> Tensor:
         raise ValueError(
             f"{name} must hold at least 2 probe images (P >= 2) to form the denominator, got P = {images.shape[0]}"
         )
-    if not bool(torch.isfinite(images.sum())):
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    if not bool(torch.isfinite(images.sum())):  # cheap screen; the exact check (a sum may overflow)
+        check_finite(images, name)
     return images
 
 

@@ -91,11 +91,18 @@ def _modes(n: int) -> tuple[Tensor, Tensor]:
     vals = torch.stack([path_vals[a] + path_vals[b] for a, b in pairs])
     vecs = torch.stack([torch.kron(path_vecs[:, a], path_vecs[:, b]) for a, b in pairs], dim=1)
     # degenerate eigenvalues get one value (their mean), so the sequence is exactly non-decreasing
-    new_group = torch.cat([torch.zeros(1, dtype=torch.bool), (vals[1:] - vals[:-1]).abs() > DEGENERACY_TOL])
+    index, multiplicity, sums = _group_index(vals)
+    return (sums / multiplicity)[index], vecs
+
+
+def _group_index(vals: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Groups of ascending ``vals`` closer than :data:`DEGENERACY_TOL`: (group of each value, group sizes, group sums)."""
+    new_group = torch.cat([torch.zeros(1, dtype=torch.bool), (vals[1:] - vals[:-1]) > DEGENERACY_TOL])
     index = torch.cumsum(new_group.long(), 0)
-    means = torch.zeros(int(index[-1]) + 1, dtype=torch.float64).index_add_(0, index, vals)
-    vals = means[index] / torch.bincount(index)[index]
-    return vals, vecs
+    n_groups = int(index[-1]) + 1
+    multiplicity = torch.bincount(index, minlength=n_groups)
+    sums = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, index, vals)
+    return index, multiplicity, sums
 
 
 def laplacian_modes(n: int) -> tuple[Tensor, Tensor]:
@@ -144,11 +151,7 @@ def eigenvalue_groups(eigenvalues: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         raise ValueError("eigenvalues must not be empty")
     if bool((vals[1:] < vals[:-1] - DEGENERACY_TOL).any()):
         raise ValueError("eigenvalues must be in ascending order (as returned by laplacian_modes)")
-    new_group = torch.cat([torch.zeros(1, dtype=torch.bool), (vals[1:] - vals[:-1]) > DEGENERACY_TOL])
-    index = torch.cumsum(new_group.long(), 0)
-    n_groups = int(index[-1]) + 1
-    multiplicity = torch.bincount(index, minlength=n_groups)
-    sums = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, index, vals)
+    index, multiplicity, sums = _group_index(vals)
     distinct = torch.round(sums / multiplicity, decimals=EIGENVALUE_DECIMALS)
     return distinct, index, multiplicity
 

@@ -268,27 +268,24 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
             if shared:  # shared runs are named by what they are, not by the grid that asked for them
                 label = {k: v for k, v in sorted(full.items()) if k != "profile" and v != defaults.get(k)}
                 cid = cell_id(label, identity)
-            else:
-                cid = cell_id(g, identity)
-            if shared:
                 out_dir = base / "runs" / name / cid
                 outputs = tuple(str(out_dir / o) for o in stage.get("outputs", ["history.nc"]))
                 notebook_out = out_dir / f"{name}.ipynb"
                 injected["out_dir"] = str(out_dir)
             else:
+                cid = cell_id(g, identity)
                 out_dir = base / experiment
                 out_path = out_dir / f"{cid}.nc"
                 outputs = (str(out_path),) + tuple(str(out_dir / o.replace("{cell_id}", cid)) for o in stage.get("outputs", []))
                 notebook_out = out_dir / f"{cid}.ipynb"
                 injected["out_path"] = str(out_path)
-            injected["grid"] = json.dumps(g, sort_keys=True, default=str)
-            undeclared = sorted(k for k in injected if k not in defaults and k != "grid")
+            undeclared = sorted(k for k in injected if k not in defaults)
             if undeclared:
                 raise SweepError(f"{where}: {nb.name} must declare parameter(s) {undeclared} in its parameters cell")
             passed = {k: v for k, v in {**params, **g}.items() if k in defaults}  # grid keys only used to match needs stay out
             if "grid" in defaults:
-                passed["grid"] = injected["grid"]
-            passed.update({k: v for k, v in injected.items() if k != "grid"})
+                passed["grid"] = json.dumps(g, sort_keys=True, default=str)
+            passed.update(injected)
             cell = Cell(cid, name, str(nb), passed, g, str(out_dir), outputs, str(notebook_out), tuple(deps))
             cells_here.append(cell)
         by_stage[name] = cells_here

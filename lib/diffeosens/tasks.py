@@ -27,6 +27,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from ._check import check_choice
 from .noise import matched_noise
 from .runs import TrainedRun
 from .sensitivity import measure_perturbed
@@ -106,8 +107,7 @@ def measure_scale1d(
     probe_seed: int = 0, model: nn.Module | None = None, **kwargs: Any,
 ) -> xr.Dataset:
     """Layer-wise D, G, R of a 1D network on task T2, with the 1D or the CIFAR protocol (module docstring)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
+    check_choice(protocol, PROTOCOLS, "protocol")
     run = run if isinstance(run, TrainedRun) else TrainedRun(Path(run))
     net = model if model is not None else run.model(state)
     x, moved = scale1d_probes(run, n_probe, seed=probe_seed)

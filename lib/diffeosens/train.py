@@ -29,7 +29,6 @@ under bf16 autocast with channels-last memory format.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -161,8 +160,8 @@ def _conv_weights(model: nn.Module) -> list[Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
 
 
-def _make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    lr = recipe.lr * (_width_of(model) if recipe.lr_times_width else 1.0)
+def _make_optimizer(model: nn.Module, recipe: Recipe, lr_scale: float) -> torch.optim.Optimizer:
+    lr = recipe.lr * lr_scale
     groups = param_groups(model, recipe.weight_decay)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0)
@@ -181,11 +180,10 @@ def _loss(recipe: Recipe, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return nn.functional.cross_entropy(out, y, label_smoothing=recipe.label_smoothing), (out.argmax(1) == y).sum()
 
 
-def _ridge(model: nn.Module, recipe: Recipe) -> Tensor:
-    ws = _conv_weights(model)
-    h = _width_of(model)
-    total = sum(w.abs().pow(recipe.ridge_p).sum() for w in ws)
-    return recipe.ridge * total / (h ** (recipe.ridge_p / 2) * max(len(ws), 1))
+def _ridge(conv_weights: list[Tensor], width: int, recipe: Recipe) -> Tensor:
+    r"""``recipe.ridge`` :math:`\cdot \sum_l \|w_l\|_p^p / (h^{p/2} L)` over the :math:`L` conv weights of a width-:math:`h` network."""
+    total = sum(w.abs().pow(recipe.ridge_p).sum() for w in conv_weights)
+    return recipe.ridge * total / (width ** (recipe.ridge_p / 2) * max(len(conv_weights), 1))
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -224,15 +222,18 @@ class TrainResult:
 
 def _evaluate(model: nn.Module, loader: Iterable[Any], recipe: Recipe, device: torch.device, amp: bool) -> tuple[float, float]:
     model.eval()
-    total, loss_sum, correct = 0, 0.0, 0
+    total = 0
+    # summed on the device (float64, exact as a Python float would be): no GPU sync per batch
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss, ok = _loss(recipe, model(x), y)
             total += y.shape[0]
-            loss_sum += float(loss) * y.shape[0]
-            correct += int(ok)
-    return loss_sum / max(total, 1), correct / max(total, 1)
+            loss_sum += loss.detach().double() * y.shape[0]
+            correct += ok
+    return float(loss_sum) / max(total, 1), int(correct) / max(total, 1)
 
 
 def _state(loader: Any) -> dict[str, Tensor] | None:
@@ -287,6 +288,8 @@ def fit(
         out_dir: where ``init.pt``, ``best.pt``, ``last.pt`` and ``history.nc`` go (``None``: keep
             nothing on disk, no resuming).
         resume: continue from ``out_dir/last.pt`` if it exists (a finished run returns at once).
+            ``last.pt`` is written after every evaluated epoch (every ``recipe.monitor_every``
+            epochs) and after the last one; a resumed run repeats the epochs since then exactly.
         val_loader: the validation set of the ``interpolation`` stopping rule (scale1d).
         progress: tqdm progress bar with epoch, loss and accuracy.
         max_minutes: stop after the first epoch that ends past this wall-clock budget.
@@ -309,7 +312,10 @@ def fit(
     model = model.to(dev)
     if dev.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)
-    opt = _make_optimizer(model, recipe)
+    # constant over training (parameters are updated and reloaded in place)
+    width, conv_weights = _width_of(model), _conv_weights(model)
+    lr_scale = width if recipe.lr_times_width else 1.0
+    opt = _make_optimizer(model, recipe, lr_scale)
     out = Path(out_dir) if out_dir is not None else None
     paths = {k: out / f"{k}.pt" for k in ("init", "best", "last")} if out else {}
 
@@ -340,24 +346,26 @@ def fit(
     epoch = start_epoch - 1
     for epoch in range(start_epoch, 0 if finished else epochs):
         model.train()
-        tot, loss_sum, correct = 0, 0.0, 0
+        tot = 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)  # on the device: no GPU sync per batch
+        correct = torch.zeros((), dtype=torch.long, device=dev)
         lr = lr_at(recipe, epoch, epochs)
         for b, (x, y) in enumerate(train_loader):
             if recipe.schedule == "onecycle" and n_batches:
                 lr = lr_at(recipe, epoch + b / n_batches, epochs)
             for g in opt.param_groups:
-                g["lr"] = lr * (_width_of(model) if recipe.lr_times_width else 1.0)
+                g["lr"] = lr * lr_scale
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 loss, ok = _loss(recipe, model(x), y)
-            total = loss + _ridge(model, recipe) if recipe.ridge > 0 else loss
+            total = loss + _ridge(conv_weights, width, recipe) if recipe.ridge > 0 else loss
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
             tot += y.shape[0]
-            loss_sum += float(loss.detach()) * y.shape[0]
-            correct += int(ok)
-        train_loss, train_acc = loss_sum / max(tot, 1), correct / max(tot, 1)
+            loss_sum += loss.detach().double() * y.shape[0]
+            correct += ok
+        train_loss, train_acc = float(loss_sum) / max(tot, 1), int(correct) / max(tot, 1)
         monitor = (epoch + 1) % recipe.monitor_every == 0 or epoch == epochs - 1
         test_loss, test_acc = _evaluate(model, test_loader, recipe, dev, amp) if monitor else (math.nan, math.nan)
         hist["epoch"].append(epoch + 1)
@@ -378,7 +386,7 @@ def fit(
         if max_minutes is not None and (time.perf_counter() - t_start) / 60 > max_minutes:
             stop = True
         finished = stop or epoch == epochs - 1
-        if out:
+        if out and (monitor or finished):  # the resume point: every evaluated epoch and the last one
             save_atomic(
                 {
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best_acc": best_acc,
@@ -413,11 +421,6 @@ def fit(
     model.eval()
     return TrainResult(model=model, history=history, best_epoch=best_epoch, best_test_acc=best_acc,
                        checkpoints={k: v for k, v in paths.items() if v.exists()})
-
-
-def recipe_json(recipe: str | Recipe) -> str:
-    """The recipe as a JSON string (for netCDF attributes)."""
-    return json.dumps(asdict(get_recipe(recipe)), sort_keys=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -475,11 +478,9 @@ def make_loaders(
     if dataset in ("cifar10", "mnist", "fashionmnist"):
         if task:
             raise ValueError(f"unknown option(s) {sorted(task)} for dataset {dataset!r}")
-        common = dict(root=root, corruption=train_noise, device=dev)
-        train = D.InMemoryLoader.from_dataset(dataset, train=True, batch_size=batch_size, augment=augment,
-                                              subset=n_train, subset_seed=seed if n_train else None, seed=seed, **common)
-        test = D.InMemoryLoader.from_dataset(dataset, train=False, batch_size=test_batch_size, shuffle=False,
-                                             subset=n_test, seed=seed + 1, **common)
+        train, test = D.make_loaders(dataset, root=root, batch_size=batch_size, test_batch_size=test_batch_size, augment=augment,
+                                     corruption=train_noise, subset=n_train, subset_seed=seed if n_train else None,
+                                     test_subset=n_test, seed=seed, device=dev)
         return Loaders(train, test, info={"n_train": train.num_samples, "n_test": test.num_samples})
     if train_noise:
         raise ValueError("train_noise applies to the real-image datasets only")

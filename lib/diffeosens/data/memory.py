@@ -423,6 +423,7 @@ def make_loaders(
     corruption: float = 0.0,
     subset: int | None = None,
     subset_seed: int | None = None,
+    test_subset: int | None = None,
     seed: int | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
@@ -433,8 +434,9 @@ def make_loaders(
     Train: shuffled, crop + flip (``augment`` defaults to ``True`` for CIFAR-10, ``False``
     otherwise), batch 128. Test: fixed order, batch 100. Both normalised with
     :data:`~diffeosens.data.NORMALIZATION` and corrupted at level ``corruption`` (fresh draws).
-    ``subset``/``subset_seed`` restrict the training set (``ptr``); ``seed`` drives both loaders
-    (the test loader uses ``seed + 1`` for its corruption noise).
+    ``subset``/``subset_seed`` restrict the training set (``ptr``), ``test_subset`` keeps the first
+    images of the test set; ``seed`` drives both loaders (the test loader uses ``seed + 1`` for
+    its corruption noise).
 
     >>> train, test = make_loaders("cifar10", corruption=10.0, seed=0)  # doctest: +SKIP
     >>> len(train), len(test)  # doctest: +SKIP
@@ -451,5 +453,7 @@ def make_loaders(
     train = InMemoryLoader.from_dataset(
         key, train=True, batch_size=batch_size, augment=augment, subset=subset, subset_seed=subset_seed, seed=seed, **common
     )
-    test = InMemoryLoader.from_dataset(key, train=False, batch_size=test_batch_size, shuffle=False, seed=seed + 1, **common)
+    test = InMemoryLoader.from_dataset(
+        key, train=False, batch_size=test_batch_size, shuffle=False, subset=test_subset, seed=seed + 1, **common
+    )
     return train, test

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .._check import check_choice, check_positive_int
-from .twopoints import Split
+from .twopoints import Split, _shuffled_classes, _two_nonzero
 
 __all__ = [
     "Scale1DData",
@@ -183,12 +183,7 @@ def scale1d_dataset(
     signs = scale1d_labels(positions, task=task, N=N, xi=xi, gap=gap)
     n_train = check_positive_int(n_train, "n_train", minimum=0)
     n_val = check_positive_int(n_val, "n_val", minimum=0)
-    gen = torch.Generator().manual_seed(int(seed))
-    classes = []
-    for s in (1, -1):
-        members = torch.nonzero(signs == s).flatten()
-        classes.append(members[torch.randperm(members.numel(), generator=gen)])
-    n_min = min(int(m.numel()) for m in classes)
+    classes, n_min = _shuffled_classes(signs, (1, -1), torch.Generator().manual_seed(int(seed)))
     if n_train + n_val > n_min:
         raise ValueError(
             f"n_train + n_val = {n_train + n_val} exceeds the class size after balancing ({n_min}) "
@@ -247,13 +242,7 @@ def move_sites(
     b, _, n = images.shape
     xi = _check_xi(xi, n, task=2)
     flat = images[:, 0]
-    nz = flat != 0
-    counts = nz.sum(1)
-    if bool((counts != 2).any()):
-        bad = int(torch.nonzero(counts != 2)[0])
-        raise ValueError(f"each signal must have exactly 2 nonzero sites; signal {bad} has {int(counts[bad])}")
-    before = torch.nonzero(nz)[:, 1].reshape(b, 2)
-    values = flat.gather(1, before)
+    before, values = _two_nonzero(flat, "signal", "sites")
     step = 2 * torch.randint(0, 2, (b, 2), generator=generator, device=images.device) - 1
     after = (before + step).clamp(0, n - 1)
     changed = torch.div(after, xi, rounding_mode="floor") != torch.div(before, xi, rounding_mode="floor")

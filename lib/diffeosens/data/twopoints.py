@@ -312,12 +312,7 @@ def twopoints_dataset(
         raise ValueError(f"testsize must be even (testsize/2 per class), got {testsize}")
     positions = pair_positions(d, include_diagonal=include_diagonal)
     labels = pair_labels(positions, d=d, xi=xi, gap=gap, norm=norm, labelling=labelling, periodic=periodic)
-    gen = torch.Generator().manual_seed(int(shuffle_seed))
-    classes = []
-    for c in (0, 1):
-        members = torch.nonzero(labels == c).flatten()
-        classes.append(members[torch.randperm(members.numel(), generator=gen)])
-    n_min = min(int(m.numel()) for m in classes)
+    classes, n_min = _shuffled_classes(labels, (0, 1), torch.Generator().manual_seed(int(shuffle_seed)))
     half = testsize // 2
     if half >= n_min:
         raise ValueError(f"testsize/2 = {half} must be smaller than the class size after balancing ({n_min})")
@@ -356,17 +351,28 @@ class LocalTranslation:
     crossed: Tensor | None
 
 
-def _active_pixels(images: Tensor) -> tuple[Tensor, Tensor]:
-    """Coordinates ``[B, 2, 2]`` and values ``[B, 2]`` of the two nonzero pixels of each image."""
-    b, _, _, d = images.shape
-    flat = images.reshape(b, -1)
+def _shuffled_classes(labels: Tensor, classes: tuple[int, ...], generator: torch.Generator) -> tuple[list[Tensor], int]:
+    """Indices of each class of ``labels``, each randomly permuted (one generator, in order), and the smallest class size."""
+    members = [torch.nonzero(labels == c).flatten() for c in classes]
+    shuffled = [m[torch.randperm(m.numel(), generator=generator)] for m in members]
+    return shuffled, min(int(m.numel()) for m in shuffled)
+
+
+def _two_nonzero(flat: Tensor, item: str, unit: str) -> tuple[Tensor, Tensor]:
+    """Positions ``[B, 2]`` (ascending) and values ``[B, 2]`` of the two nonzero entries of each row of ``flat``."""
     nz = flat != 0
     counts = nz.sum(1)
     if bool((counts != 2).any()):
         bad = int(torch.nonzero(counts != 2)[0])
-        raise ValueError(f"each image must have exactly 2 nonzero pixels; image {bad} has {int(counts[bad])}")
-    idx = torch.nonzero(nz)[:, 1].reshape(b, 2)
-    values = flat.gather(1, idx)
+        raise ValueError(f"each {item} must have exactly 2 nonzero {unit}; {item} {bad} has {int(counts[bad])}")
+    idx = torch.nonzero(nz)[:, 1].reshape(flat.shape[0], 2)
+    return idx, flat.gather(1, idx)
+
+
+def _active_pixels(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Coordinates ``[B, 2, 2]`` and values ``[B, 2]`` of the two nonzero pixels of each image."""
+    b, _, _, d = images.shape
+    idx, values = _two_nonzero(images.reshape(b, -1), "image", "pixels")
     return torch.stack([idx // d, idx % d], dim=-1), values
 
 

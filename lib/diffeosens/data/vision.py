@@ -565,18 +565,19 @@ def load_dataset(
         raise TypeError(f"train must be a bool, got {train!r}")
     if verify is not None and key != "cifar10":
         raise ValueError(f"verify applies to CIFAR-10 only (got verify={verify!r} for {_PRETTY[key]}); leave it None")
-    found, searched = _search(key, root, fallback=True)
-    if found is None:
+    try:
+        found: _Found | None = _find(key, root)
+    except DatasetNotFoundError:
         if not download:
-            raise DatasetNotFoundError(_not_found_message(key, searched))
+            raise
+        found = None
+    if found is None:
         target = _download_root(root)
         target.mkdir(parents=True, exist_ok=True)
         if key == "cifar10":
             return CIFAR10(target, train=train, transform=transform, target_transform=target_transform, download=True, verify=verify or "md5")
         cls = torchvision.datasets.MNIST if key == "mnist" else torchvision.datasets.FashionMNIST
         return cls(target, train=train, transform=transform, target_transform=target_transform, download=True)
-    if root is not None and found.root != Path(root).expanduser():
-        warnings.warn(f"{_PRETTY[key]} is not under root={str(root)!r}; using {found.root}", UserWarning, stacklevel=2)
     if key == "cifar10":
         return CIFAR10(found.root, train=train, transform=transform, target_transform=target_transform, download=False, verify=verify or "content")
     tv_root = _idx_root_for_torchvision(key, found)
