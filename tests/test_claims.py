@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from diffeosens import claims
-from diffeosens.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED
+from diffeosens.claims import ERROR, INCOMPLETE, NOT_REPRODUCED, NOT_RUN, REPRODUCED
 
 L = 10
 DEPTH = np.linspace(0, 1, L)
@@ -77,6 +77,7 @@ def output_only(r_f: dict[str, float], errors: dict[str, float], d_f: dict[str, 
 def test_c2_error_follows_square_root_of_r_f():
     rng = np.random.default_rng(0)
     r = {f"n{i}": 10 ** x for i, x in enumerate(np.linspace(-3, 0, 8))}
+    r["DenseNetL2"] = r.pop("n7")  # the largest R_f (and so the largest error) is a fully connected net
     err = {a: 0.2 * np.sqrt(v) * np.exp(rng.normal(0, 0.05)) for a, v in r.items()}
     d = {a: 0.01 * np.exp(rng.normal(0, 1.0)) for a in r}  # D_f unrelated to the error
     v = claims.check_c2(output_only(r, err, d))
@@ -85,7 +86,7 @@ def test_c2_error_follows_square_root_of_r_f():
     flat_err = {a: 0.1 * np.exp(rng.normal(0, 0.05)) for a in r}  # error independent of R_f
     assert claims.check_c2(output_only(r, flat_err, d)).verdict == NOT_REPRODUCED
     few = {a: r[a] for a in list(r)[:3]}
-    assert claims.check_c2(output_only(few, {a: err[a] for a in few})).verdict == NOT_RUN
+    assert claims.check_c2(output_only(few, {a: err[a] for a in few})).verdict == INCOMPLETE
 
 
 def noisy_dataset(hold: bool) -> xr.Dataset:
@@ -150,7 +151,8 @@ def scale2d_dataset(shuffle_ratio: float, error: float) -> xr.Dataset:
 
 
 def test_c8_scale_detection_2d():
-    assert claims.check_c8(scale2d_dataset(1.2, 0.02)).verdict == REPRODUCED
+    v = claims.check_c8(scale2d_dataset(1.2, 0.02))
+    assert v.verdict == REPRODUCED and v.reason
     assert claims.check_c8(scale2d_dataset(10.0, 0.02)).verdict == NOT_REPRODUCED  # shuffling matters
     assert claims.check_c8(scale2d_dataset(1.2, 0.4)).verdict == NOT_REPRODUCED  # not learnt
 
@@ -178,16 +180,144 @@ def theory_dataset(relu_factor: float, tanh_factor: float) -> xr.Dataset:
     return xr.Dataset({"G": (("activation", "stride", "depth"), G)}, coords={"activation": ["relu", "tanh"], "stride": [2], "depth": k})
 
 
+def activations_dataset(tanh_over_relu: dict[str, float]) -> xr.Dataset:
+    """Trained CNNs with default (ReLU) and tanh activations; tanh G_f = ratio x ReLU G_f, D_k falling for both."""
+    archs = list(tanh_over_relu)
+    D = np.zeros((len(archs), 2, 1, 2, 1, L))
+    G = np.zeros_like(D)
+    for i, a in enumerate(archs):
+        for j, f in enumerate((1.0, tanh_over_relu[a])):
+            D[i, j, 0, :, 0] = [flat(0.1), 0.1 * 10 ** (-DEPTH)]
+            G[i, j, 0, :, 0] = [flat(0.1), 0.2 * f * 10 ** DEPTH]
+    dims = ("arch", "activation", "seed", "state", "delta", "layer")
+    ds = xr.Dataset({"D": (dims, D), "G": (dims, G)},
+                    coords={"arch": archs, "activation": ["default", "tanh"], "seed": [0], "state": ["init", "trained"], "delta": [1.0], "layer": np.arange(L)})
+    ds["R"] = ds.D / ds.G
+    kinds = np.array(["act"] * (L - 1) + ["output"])
+    return ds.assign_coords(layer_kind=(("arch", "layer"), np.tile(kinds, (len(archs), 1))),
+                            relative_depth=(("arch", "layer"), np.tile(DEPTH, (len(archs), 1))))
+
+
 def test_c10_rectification_and_odd_activations():
-    assert claims.check_c10(theory_dataset(2.0, 1.0)).verdict == REPRODUCED
-    assert claims.check_c10(theory_dataset(2.0, 1.5)).verdict == NOT_REPRODUCED  # tanh noise grows too
-    assert claims.check_c10(theory_dataset(1.1, 1.0)).verdict == NOT_REPRODUCED  # no piling up
+    acts = activations_dataset({"LeNet": 0.1, "AlexNet": 0.2, "VGG11bn": 0.3})
+    assert claims.check_c10(theory_dataset(2.0, 1.0), acts).verdict == REPRODUCED
+    assert claims.check_c10(theory_dataset(2.0, 1.5), acts).verdict == NOT_REPRODUCED  # tanh noise grows too
+    assert claims.check_c10(theory_dataset(1.1, 1.0), acts).verdict == NOT_REPRODUCED  # no piling up
+    assert claims.check_c10(theory_dataset(2.0, 1.0), activations_dataset({"LeNet": 3.0, "AlexNet": 2.0, "VGG11bn": 0.3})).verdict == NOT_REPRODUCED
     assert claims.check_c10(None).verdict == NOT_RUN
+    assert claims.check_c10(None, None).verdict == NOT_RUN
 
 
 def test_evaluate_reports_not_run_for_missing_experiments(tmp_path):
     verdicts = claims.evaluate("smoke", root=tmp_path)
     assert [v.claim for v in verdicts] == list(claims.CLAIMS)
     assert all(v.verdict == NOT_RUN for v in verdicts)
+    assert all(v.reason.startswith("experiment(s) ") for v in verdicts)
     table = claims.verdict_table(verdicts)
-    assert list(table.columns) == ["claim", "verdict", "value", "quantity", "profile", "seeds", "from"]
+    assert list(table.columns) == ["claim", "verdict", "reason", "value", "quantity", "profile", "seeds", "from"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Loopholes of the earlier checks: each case below passed before and must not pass now.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_loophole_c8_passes_without_the_shuffled_variant():
+    only_original = scale2d_dataset(1.2, 0.02).sel(variant=["original"])
+    v = claims.check_c8(only_original)
+    assert v.verdict == INCOMPLETE and "shuffled" in v.reason
+    assert claims.check_c8(scale2d_dataset(1.2, 0.02).isel(variant=0, drop=True)).verdict == INCOMPLETE
+
+
+def test_loophole_c10_passes_on_theory_alone():
+    v = claims.check_c10(theory_dataset(2.0, 1.0))
+    assert v.verdict == INCOMPLETE and "activations" in v.reason
+    only_relu_runs = activations_dataset({"LeNet": 0.1, "AlexNet": 0.2}).sel(activation=["default"])
+    assert claims.check_c10(theory_dataset(2.0, 1.0), only_relu_runs).verdict == INCOMPLETE
+
+
+def test_loophole_c2_nan_spearman_passes():
+    rng = np.random.default_rng(1)
+    r = {f"n{i}": 10 ** x for i, x in enumerate(np.linspace(-3, 0, 8))}
+    r["DenseNetL2"] = r.pop("n7")
+    err = {a: 0.2 * np.sqrt(v) * np.exp(rng.normal(0, 0.05)) for a, v in r.items()}
+    constant_d = {a: 0.01 for a in r}  # ρ(ε, D_f) is undefined
+    v = claims.check_c2(output_only(r, err, constant_d))
+    assert v.verdict == INCOMPLETE and "D_f" in v.reason
+
+
+def test_loophole_c2_wrong_prefactor_or_fcn_not_worst():
+    rng = np.random.default_rng(2)
+    r = {f"n{i}": 10 ** x for i, x in enumerate(np.linspace(-3, 0, 8))}
+    d = {a: 0.01 * np.exp(rng.normal(0, 1.0)) for a in r}
+    r_fcn = dict(r)
+    r_fcn["DenseNetL2"] = r_fcn.pop("n7")
+    d["DenseNetL2"] = d.pop("n7")
+    big_a = {a: 0.8 * np.sqrt(v) for a, v in r_fcn.items()}  # slope ½ but prefactor 0.8
+    v = claims.check_c2(output_only(r_fcn, big_a, d))
+    assert v.verdict == NOT_REPRODUCED and "prefactor" in v.reason
+    assert v.value == pytest.approx(0.5, abs=1e-6) and v.numbers["prefactor"] == pytest.approx(0.8, rel=1e-6)
+    r_mid = dict(r)
+    r_mid["DenseNetL2"] = r_mid.pop("n3")  # an FCN in the middle: a CNN has the largest R_f and error
+    d2 = {**{a: d.get(a, 0.01) for a in r_mid}}
+    v2 = claims.check_c2(output_only(r_mid, {a: 0.2 * np.sqrt(x) for a, x in r_mid.items()}, d2))
+    assert v2.verdict == NOT_REPRODUCED and "largest R_f" in v2.reason
+    no_fcn = claims.check_c2(output_only(r, {a: 0.2 * np.sqrt(x) for a, x in r.items()}, d))
+    assert no_fcn.verdict == INCOMPLETE and "fully connected" in no_fcn.reason
+
+
+def test_loophole_c3_trained_d_must_decrease():
+    nets = {f"net{i}": {"init": {"D": 0.1 * 10 ** (1.0 * DEPTH), "G": flat(0.1)},
+                        "trained": {"D": 0.1 * 10 ** (0.3 * DEPTH), "G": flat(0.1)}} for i in range(4)}
+    v = claims.check_c3(layered(nets))  # flatter than at init, but D_k still rises with depth
+    assert v.value < 0 and v.verdict == NOT_REPRODUCED and "0 of 4" in v.reason
+
+
+def test_loophole_exception_is_an_error_not_not_run():
+    broken = layered(paperlike()).drop_vars("G")  # the check cannot compute G
+    v = claims.check_c4(broken)
+    assert v.verdict == ERROR and "G" in v.reason
+
+
+def test_loophole_unreadable_results_are_an_error(tmp_path):
+    (tmp_path / "smoke" / "layers").mkdir(parents=True)
+    (tmp_path / "smoke" / "layers" / "run.nc").write_bytes(b"not a netCDF file")
+    verdicts = {v.claim: v for v in claims.evaluate("smoke", root=tmp_path)}
+    assert verdicts["C3"].verdict == ERROR and "layers" in verdicts["C3"].reason
+    assert verdicts["C9"].verdict == NOT_RUN
+
+
+def pooling_two_nets(r_pattern: bool) -> xr.Dataset:
+    """Two nets, both with the D pattern of C6; with ``r_pattern=False`` G moves like D so R does not."""
+    orig = 0.1 * 10 ** (-2 * DEPTH)
+    ratio = np.where(DEPTH > 0.5, 10.0, 1.0)
+    D = np.stack([orig, orig * ratio])[None, None, :, None, :].repeat(2, axis=0)
+    G = np.ones_like(D) if r_pattern else D.copy()
+    dims = ("arch", "seed", "variant", "shuffle", "layer")
+    ds = xr.Dataset({"D": (dims, D), "G": (dims, G)},
+                    coords={"arch": ["VGG11", "LeNet"], "seed": [0], "variant": ["original", "shuffled"], "shuffle": [0], "layer": np.arange(L)})
+    ds["R"] = ds.D / ds.G
+    return ds.assign_coords(relative_depth=(("arch", "layer"), np.tile(DEPTH, (2, 1))), layer_kind=(("arch", "layer"), np.full((2, L), "act")))
+
+
+def test_loophole_c6_checks_r_too_and_the_majority_rule():
+    assert claims.check_c6(pooling_two_nets(True)).verdict == REPRODUCED
+    v = claims.check_c6(pooling_two_nets(False))  # D shows channel pooling, R does not
+    assert v.verdict == NOT_REPRODUCED and " R:" in v.reason
+    half = pooling_two_nets(True)
+    half["D"].loc[dict(arch="LeNet", variant="shuffled")] = half.D.sel(arch="LeNet", variant="original")
+    half["R"] = half.D / half.G
+    assert claims.check_c6(half).verdict == NOT_REPRODUCED  # 1 of 2 nets: below the 75 % majority
+
+
+def test_loophole_majority_rule_for_c8_and_c10():
+    one = scale2d_dataset(1.2, 0.02)
+    two = xr.concat([one, scale2d_dataset(10.0, 0.02)], xr.DataArray(["A", "B"], dims="arch", name="arch"), coords="minimal", compat="override")
+    assert claims.check_c8(two.transpose("arch", ...)).verdict == NOT_REPRODUCED  # 1 of 2 nets
+    acts = activations_dataset({"LeNet": 0.1, "AlexNet": 0.2, "VGG11bn": 3.0})  # 2 of 3 nets: below 75 %
+    assert claims.check_c10(theory_dataset(2.0, 1.0), acts).verdict == NOT_REPRODUCED
+
+
+def test_missing_delta_is_incomplete_not_a_nearest_value():
+    ds = layered(paperlike()).assign_coords(delta=[0.5])
+    assert claims.check_c3(ds).verdict == INCOMPLETE

@@ -3,21 +3,33 @@ r"""The paper's claims C1–C10 (methods §11), checked against the results.
 Each ``check_c*`` function takes the combined dataset(s) of the experiments it needs (as returned
 by :func:`diffeosens.results.open_experiment`, or ``None`` when that experiment has not been run
 at this profile) and returns a :class:`Verdict`: the quantity, our value with its uncertainty,
-the profile and seeds it came from, and ``"reproduced"``, ``"not reproduced"`` or
-``"not run"``. Every threshold is stated in the docstring of its check and in the verdict's
-``criterion``. :func:`evaluate` runs them all for one profile; the book's claims page only prints
-its table.
+the profile and seeds it came from, a verdict and a one-line ``reason`` that says why. The
+verdicts are
+
+* ``"reproduced"``: every part of the criterion holds on the data;
+* ``"not reproduced"``: the data are complete and some part of the criterion fails (the reason
+  names the part and the measured numbers);
+* ``"incomplete"``: an experiment was run but a part of the data the check needs is missing or
+  undefined (a variant not run, a NaN value, too few networks). A claim never passes on data it
+  does not have;
+* ``"not run"``: none of the experiments the claim needs exists at this profile;
+* ``"error"``: the check raised an exception (the reason carries it). Never silently "not run".
+
+Every threshold is stated in the docstring of its check and in the verdict's ``criterion``.
+Claims that look at several networks use **one majority rule**: the per-network condition must
+hold for at least :data:`MAJORITY` (75 %) of them. :func:`evaluate` runs them all for one
+profile; the book's claims page only prints its table.
 
 Seeds are aggregated as in the NeurIPS-2021 paper (open choice O9): geometric mean of D, G, R
-(arithmetic mean of the test error); the spread of log-values over seeds is kept when there are
-several seeds.
+(arithmetic mean of the test error), with :func:`diffeosens.results.geomean`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +39,14 @@ import xarray as xr
 
 from .results import geomean, output_layer
 
-__all__ = ["CLAIMS", "Verdict", "evaluate", "verdict_table"]
+__all__ = ["CLAIMS", "ERROR", "INCOMPLETE", "MAJORITY", "NOT_REPRODUCED", "NOT_RUN", "REPRODUCED", "VERDICTS", "Verdict",
+           "evaluate", "verdict_table"]
 
-REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
+REPRODUCED, NOT_REPRODUCED, INCOMPLETE, NOT_RUN, ERROR = "reproduced", "not reproduced", "incomplete", "not run", "error"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCOMPLETE, NOT_RUN, ERROR)
+
+#: The majority rule of every multi-network claim: the per-network condition holds for at least this fraction.
+MAJORITY = 0.75
 
 #: Claim id -> (short statement, experiments it needs).
 CLAIMS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -60,6 +77,15 @@ class Verdict:
     seeds: str = ""
     sources: tuple[str, ...] = ()
     numbers: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+class Incomplete(Exception):
+    """Raised inside a check: the data it needs is missing or undefined (the message says which)."""
+
+
+class NotRun(Exception):
+    """Raised inside a check: none of the experiments it needs exists."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -68,11 +94,12 @@ class Verdict:
 
 
 def _at(ds: xr.Dataset, **sel: Any) -> xr.Dataset:
-    """Select by the given values where the dimension exists (e.g. delta=1.0)."""
+    """Select by the given values where the dimension exists (e.g. delta=1.0); a value that is
+    not among the coordinates is missing data (:class:`Incomplete`), never a nearest neighbour."""
     ok = {k: v for k, v in sel.items() if k in ds.dims}
-    for k, v in list(ok.items()):
+    for k, v in ok.items():
         if v not in ds[k].values:
-            ok[k] = ds[k].values[np.argmin(np.abs(np.asarray(ds[k].values, float) - float(v)))] if np.issubdtype(ds[k].dtype, np.number) else ds[k].values[0]
+            raise Incomplete(f"{k} = {v!r} was not measured (have {', '.join(map(str, ds[k].values))})")
     return ds.sel(ok)
 
 
@@ -82,6 +109,7 @@ def _seeds(ds: xr.Dataset) -> str:
 
 def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """OLS slope of y on x, and its standard error (NaN with fewer than 3 finite points)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
     if len(x) < 3 or np.ptp(x) == 0:
@@ -94,14 +122,12 @@ def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation over the finite pairs (pandas); NaN with < 3 pairs or a constant variable."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3:
-        return math.nan
-    ra = pd.Series(a[ok]).rank().to_numpy()
-    rb = pd.Series(b[ok]).rank().to_numpy()
-    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
         return math.nan  # a constant variable has no rank correlation
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(pd.DataFrame({"a": a[ok], "b": b[ok]}).corr(method="spearman").iloc[0, 1])  # pandas' own, no scipy
 
 
 def _layer_slope(da: xr.DataArray) -> tuple[float, float]:
@@ -112,11 +138,24 @@ def _layer_slope(da: xr.DataArray) -> tuple[float, float]:
         return _slope(depth, np.log10(vals))
 
 
+def _finite(x: Any, what: str) -> float:
+    """``x`` as a float; :class:`Incomplete` naming ``what`` when it is NaN or infinite."""
+    x = float(x)
+    if not math.isfinite(x):
+        raise Incomplete(f"{what} is undefined ({x})")
+    return x
+
+
 def _frac(n_ok: int, n: int) -> tuple[float, float]:
     if n == 0:
         return math.nan, math.nan
     p = n_ok / n
     return p, math.sqrt(max(p * (1 - p), 1.0 / n) / n)
+
+
+def _majority(ok: Sequence[bool]) -> bool:
+    """The one majority rule of the multi-network claims: at least :data:`MAJORITY` of them hold."""
+    return len(ok) > 0 and float(np.mean(ok)) >= MAJORITY
 
 
 def _archs(ds: xr.Dataset) -> list[str]:
@@ -127,292 +166,405 @@ def _per_arch(ds: xr.Dataset, arch: str) -> xr.Dataset:
     return ds.sel(arch=arch) if "arch" in ds.dims else ds
 
 
+def _need_states(ds: xr.Dataset, *states: str) -> None:
+    have = [str(s) for s in ds.state.values] if "state" in ds.dims else []
+    missing = [s for s in states if s not in have]
+    if missing:
+        raise Incomplete(f"state(s) {', '.join(missing)} not measured")
+
+
+def _accuracy_note(ds: xr.Dataset, arch: str) -> str:
+    """' at 77 % test accuracy' for a layered dataset with a test_error variable, else ''."""
+    if "test_error" not in ds:
+        return ""
+    te = _per_arch(ds, arch).test_error
+    if "state" in te.dims:
+        te = te.sel(state="trained")
+    err = float(np.nanmean(te.values)) if np.isfinite(te.values).any() else math.nan
+    return f" at {100 * (1 - err):.0f} % test accuracy" if math.isfinite(err) else ""
+
+
+def _failed(parts: dict[str, bool]) -> list[str]:
+    return [name for name, ok in parts.items() if not ok]
+
+
+def _claim(cid: str, quantity: str, criterion: str) -> Callable[[Callable[..., None]], Callable[..., Verdict]]:
+    """Wrap a check body ``fn(v, *datasets, **options)`` that fills the :class:`Verdict` ``v``.
+
+    :class:`NotRun` -> "not run", :class:`Incomplete` -> "incomplete", any other exception ->
+    "error"; the exception's message becomes the verdict's reason.
+    """
+
+    def deco(fn: Callable[..., None]) -> Callable[..., Verdict]:
+        @functools.wraps(fn)
+        def check(*datasets: Any, **options: Any) -> Verdict:
+            v = Verdict(cid, CLAIMS[cid][0], quantity, criterion=criterion)
+            try:
+                if all(d is None for d in datasets):
+                    raise NotRun(f"experiment(s) {', '.join(CLAIMS[cid][1])} not run at this profile")
+                fn(v, *datasets, **options)
+            except NotRun as err:
+                v.verdict, v.reason = NOT_RUN, str(err)
+            except Incomplete as err:
+                v.verdict, v.reason = INCOMPLETE, str(err)
+            except Exception as err:  # noqa: BLE001 - a check that crashes is reported as an error, never as "not run"
+                v.verdict, v.reason = ERROR, f"{type(err).__name__}: {err}"
+            if v.verdict not in VERDICTS:
+                v.verdict, v.reason = ERROR, f"check returned an unknown verdict {v.verdict!r}"
+            if not v.reason:
+                v.verdict, v.reason = ERROR, "check gave no reason"
+            return v
+
+        return check
+
+    return deco
+
+
 # ------------------------------------------------------------------------------------------------
 # the checks
 # ------------------------------------------------------------------------------------------------
 
 
-def check_c1(layers: xr.Dataset | None, architectures: xr.Dataset | None = None) -> Verdict:
+@_claim("C1", "fraction of init R_k in (0.5, 2) over all nets and probe points", "reproduced if >= 0.9 of them")
+def check_c1(v: Verdict, layers: xr.Dataset | None, architectures: xr.Dataset | None = None) -> None:
     """C1: at initialisation :math:`0.5 < R_k < 2` at (at least) 90 % of the probe points.
 
     Value: that fraction over every network and probe point at :math:`\\delta = 1` (binomial
-    standard error).
+    standard error). A non-finite init :math:`R_k` makes the check incomplete.
     """
-    v = Verdict("C1", CLAIMS["C1"][0], "fraction of init R_k in (0.5, 2) over all nets and probe points",
-                criterion="reproduced if >= 0.9")
     rs = []
     for ds, name in ((layers, "layers"), (architectures, "architectures")):
         if ds is None:
             continue
+        _need_states(ds, "init")
         r = geomean(_at(ds, delta=1.0, state="init").R)
-        rs.append(r.values.ravel())
+        rs.append(np.asarray(r.values, float).ravel())
         v.sources += (name,)
         v.seeds = v.seeds or _seeds(ds)
-    if not rs:
-        return v
     r = np.concatenate(rs)
-    r = r[np.isfinite(r)]
+    if r.size == 0:
+        raise Incomplete("no init R_k values")
+    if not np.isfinite(r).all():
+        raise Incomplete(f"{int((~np.isfinite(r)).sum())} of {r.size} init R_k values are undefined (NaN/inf)")
     ok = int(((r > 0.5) & (r < 2)).sum())
     v.value, v.uncertainty = _frac(ok, len(r))
     v.verdict = REPRODUCED if v.value >= 0.9 else NOT_REPRODUCED
     v.detail = f"{ok} of {len(r)} probe points; median init R_k = {np.median(r):.3g} (range {r.min():.3g}–{r.max():.3g})"
+    v.reason = f"{ok} of {len(r)} init R_k in (0.5, 2), median {np.median(r):.2g}"
     v.numbers = {"median_R_init": float(np.median(r)), "n": len(r)}
-    return v
 
 
-def check_c2(architectures: xr.Dataset | None) -> Verdict:
-    """C2: trained nets: log–log fit :math:`\\epsilon_t = A R_f^b`; the paper: :math:`b \\approx \\frac12`, :math:`A \\approx 0.2`.
+#: Where the paper's prefactor A of ε = A·R_f^b must lie (0.2 within a factor of 2).
+PREFACTOR_RANGE = (0.1, 0.4)
+
+
+def _is_fcn(arch: str) -> bool:
+    return arch.startswith("DenseNet")
+
+
+@_claim("C2", "exponent b of ε_t = A·R_f^b across trained nets",
+        "reproduced if >= 4 nets, b > 2 se and b in [0.25, 0.75] (or ½ within 2 se), A in [0.1, 0.4], "
+        "Spearman ρ(ε,R_f) > 0 and >= ρ(ε,D_f), and an FCN has both the largest R_f and the largest error")
+def check_c2(v: Verdict, architectures: xr.Dataset | None) -> None:
+    """C2: trained nets: log–log fit :math:`\\epsilon_t = A R_f^b`; the paper: :math:`b \\approx \\frac12`,
+    :math:`A \\approx 0.2`.
 
     Reproduced if at least 4 networks, :math:`b > 2\\,\\mathrm{se}(b)`, :math:`b` within
-    :math:`[0.25, 0.75]` or :math:`0.5` within :math:`b \\pm 2\\,\\mathrm{se}`, and the Spearman
-    correlation of :math:`(\\epsilon_t, R_f)` positive and at least that of :math:`(\\epsilon_t, D_f)`.
-    Value: the exponent :math:`b` with its OLS standard error.
+    :math:`[0.25, 0.75]` or :math:`0.5` within :math:`b \\pm 2\\,\\mathrm{se}`, :math:`A` within
+    :data:`PREFACTOR_RANGE`, the Spearman correlation of :math:`(\\epsilon_t, R_f)` positive and at
+    least that of :math:`(\\epsilon_t, D_f)` (both defined), and the fully connected nets (DenseNet*)
+    have both the largest :math:`R_f` and the largest error. Value: :math:`b` with its OLS standard error.
     """
-    v = Verdict("C2", CLAIMS["C2"][0], "exponent b of ε_t = A·R_f^b across trained nets",
-                criterion="reproduced if >= 4 nets, b > 2 se, b in [0.25, 0.75] (or 0.5 within 2 se), Spearman(ε,R_f) > 0 and >= Spearman(ε,D_f)")
-    if architectures is None:
-        return v
+    _need_states(architectures, "trained")
     ds = output_layer(_at(architectures, delta=1.0, state="trained"))
     v.sources, v.seeds = ("architectures",), _seeds(architectures)
     err = ds.test_error.mean("seed") if "seed" in ds.test_error.dims else ds.test_error
     rf, df = geomean(ds.R), geomean(ds.D)
+    archs = _archs(ds)
     e, r, d = (np.asarray(x.values, float).ravel() for x in (err, rf, df))
-    ok = np.isfinite(e) & np.isfinite(r) & (e > 0) & (r > 0)
+    ok = np.isfinite(e) & np.isfinite(r) & np.isfinite(d) & (e > 0) & (r > 0)
     n = int(ok.sum())
-    b, se = _slope(np.log10(r[ok]), np.log10(e[ok])) if n >= 3 else (math.nan, math.nan)
-    a = float(np.mean(np.log10(e[ok]) - b * np.log10(r[ok]))) if n >= 3 else math.nan
-    rho_r, rho_d = _spearman(e, r), _spearman(e, d)
-    v.value, v.uncertainty = b, se
-    v.numbers = {"prefactor": 10**a if np.isfinite(a) else math.nan, "spearman_R": rho_r, "spearman_D": rho_d, "n_nets": n,
-                 "test_error": dict(zip(_archs(ds), e.tolist())), "R_f": dict(zip(_archs(ds), r.tolist()))}
-    v.detail = (f"{n} nets; fit ε = {10**a:.3g}·R_f^{b:.2f} (se {se:.2f}); Spearman ρ(ε,R_f) = {rho_r:.2f}, "
-                f"ρ(ε,D_f) = {rho_d:.2f}")
+    v.numbers = {"n_nets": n, "test_error": dict(zip(archs, e.tolist())), "R_f": dict(zip(archs, r.tolist()))}
     if n < 4:
-        v.verdict, v.detail = NOT_RUN, v.detail + " — fewer than 4 networks: no fit"
-        return v
-    good_b = b > 2 * se and (0.25 <= b <= 0.75 or abs(b - 0.5) <= 2 * se)
-    v.verdict = REPRODUCED if good_b and rho_r > 0 and not rho_d > rho_r else NOT_REPRODUCED
-    return v
+        raise Incomplete(f"only {n} network(s) with a finite error, R_f and D_f: no fit (needs 4)")
+    b, se = _slope(np.log10(r[ok]), np.log10(e[ok]))
+    a = 10 ** float(np.mean(np.log10(e[ok]) - b * np.log10(r[ok])))
+    rho_r, rho_d = _finite(_spearman(e[ok], r[ok]), "Spearman ρ(ε, R_f)"), _finite(_spearman(e[ok], d[ok]), "Spearman ρ(ε, D_f)")
+    good = [x for x, o in zip(archs, ok) if o]
+    fcn = [x for x in good if _is_fcn(x)]
+    if not fcn or len(fcn) == len(good):
+        raise Incomplete("needs both fully connected (DenseNet*) and convolutional nets to compare")
+    top_r, top_e = good[int(np.argmax(r[ok]))], good[int(np.argmax(e[ok]))]
+    v.value, v.uncertainty = b, se
+    v.numbers.update({"prefactor": a, "spearman_R": rho_r, "spearman_D": rho_d, "largest_R_f": top_r, "largest_error": top_e})
+    v.detail = (f"{n} nets; fit ε = {a:.3g}·R_f^{b:.2f} (se {se:.2f}); Spearman ρ(ε,R_f) = {rho_r:.2f}, "
+                f"ρ(ε,D_f) = {rho_d:.2f}; largest R_f: {top_r}, largest error: {top_e}")
+    parts = {
+        f"exponent b = {b:.2f} ± {se:.2f} (paper ½)": b > 2 * se and (0.25 <= b <= 0.75 or abs(b - 0.5) <= 2 * se),
+        f"prefactor A = {a:.2g} (paper 0.2)": PREFACTOR_RANGE[0] <= a <= PREFACTOR_RANGE[1],
+        f"ρ(ε,R_f) = {rho_r:.2f} vs ρ(ε,D_f) = {rho_d:.2f}": rho_r > 0 and rho_r >= rho_d,
+        f"largest R_f: {top_r}": _is_fcn(top_r),
+        f"largest error: {top_e}": _is_fcn(top_e),
+    }
+    fails = _failed(parts)
+    v.verdict = NOT_REPRODUCED if fails else REPRODUCED
+    v.reason = ("fails: " + "; ".join(fails)) if fails else f"ε = {a:.2g}·R_f^{b:.2f} over {n} nets; FCNs have the largest R_f and error"
 
 
 def _trained_vs_init_slopes(layers: xr.Dataset, var: str) -> dict[str, tuple[float, float]]:
+    """Per network: (init, trained) slope of log10 ``var`` against relative depth; undefined -> Incomplete."""
+    _need_states(layers, "init", "trained")
     out = {}
     ds = _at(layers, delta=1.0)
     for arch in _archs(ds):
         a = _per_arch(ds, arch)
-        s_init, _ = _layer_slope(geomean(a[var].sel(state="init")))
-        s_tr, _ = _layer_slope(geomean(a[var].sel(state="trained")))
+        s_init = _finite(_layer_slope(geomean(a[var].sel(state="init")))[0], f"{arch}: init slope of log {var}_k")
+        s_tr = _finite(_layer_slope(geomean(a[var].sel(state="trained")))[0], f"{arch}: trained slope of log {var}_k")
         out[arch] = (s_init, s_tr)
     return out
 
 
-def check_c3(layers: xr.Dataset | None) -> Verdict:
-    """C3: the slope of :math:`\\log_{10} D_k` against relative depth is more negative after training.
+@_claim("C3", "trained − init slope of log10 D_k vs relative depth (mean over nets)",
+        "reproduced if the mean is < 0 and, for >= 75 % of nets, trained D_k decreases with depth (slope < 0) "
+        "and more steeply than at init")
+def check_c3(v: Verdict, layers: xr.Dataset | None) -> None:
+    """C3: after training :math:`D_k` decreases along the network, faster than at initialisation.
 
-    Value: mean over networks of (trained slope − init slope) with its standard error over
-    networks. Reproduced if that mean is negative and the trained slope is below the init slope
-    for at least 75 % of the networks.
+    Value: mean over networks of (trained slope − init slope) of :math:`\\log_{10} D_k` against
+    relative depth, with its standard error over networks. Reproduced if that mean is negative and,
+    for at least :data:`MAJORITY` of the networks, the trained slope is negative and below the init slope.
     """
-    v = Verdict("C3", CLAIMS["C3"][0], "trained − init slope of log10 D_k vs relative depth (mean over nets)",
-                criterion="reproduced if mean < 0 and trained slope < init slope for >= 75 % of nets")
-    if layers is None:
-        return v
     v.sources, v.seeds = ("layers",), _seeds(layers)
     slopes = _trained_vs_init_slopes(layers, "D")
     diffs = np.array([t - i for i, t in slopes.values()])
-    diffs = diffs[np.isfinite(diffs)]
-    if len(diffs) == 0:
-        return v
     v.value = float(diffs.mean())
     v.uncertainty = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else math.nan
-    frac = float((diffs < 0).mean())
-    v.verdict = REPRODUCED if v.value < 0 and frac >= 0.75 else NOT_REPRODUCED
+    ok = {a: t < 0 and t < i for a, (i, t) in slopes.items()}
+    v.verdict = REPRODUCED if v.value < 0 and _majority(list(ok.values())) else NOT_REPRODUCED
     v.detail = "; ".join(f"{a}: {i:+.2f} → {t:+.2f}" for a, (i, t) in slopes.items()) + " (init → trained slope per unit depth)"
     v.numbers = {"slopes": {a: {"init": i, "trained": t} for a, (i, t) in slopes.items()}}
-    return v
+    bad = [f"{a} ({slopes[a][0]:+.2f} → {slopes[a][1]:+.2f})" for a, good in ok.items() if not good]
+    v.reason = (f"trained D_k falls with depth, faster than at init, in {sum(ok.values())} of {len(ok)} nets"
+                + (f"; not in {', '.join(bad)}" if bad else ""))
 
 
-def check_c4(layers: xr.Dataset | None) -> Verdict:
+@_claim("C4", "median log10(G_out trained / G_out init) over nets",
+        "reproduced if for >= 75 % of nets G_out grows with training and trained G_k grows with depth")
+def check_c4(v: Verdict, layers: xr.Dataset | None) -> None:
     """C4: :math:`G_\\text{out}` grows with training and trained :math:`G_k` grows with depth.
 
     Value: median over networks of :math:`\\log_{10}(G_\\text{out}^\\text{trained}/G_\\text{out}^\\text{init})`.
-    Reproduced if, for at least 75 % of the networks, that log-ratio is positive and the slope of
-    trained :math:`\\log G_k` against depth is positive.
+    Reproduced if, for at least :data:`MAJORITY` of the networks, that log-ratio is positive and
+    the slope of trained :math:`\\log G_k` against depth is positive.
     """
-    v = Verdict("C4", CLAIMS["C4"][0], "median log10(G_out trained / G_out init) over nets",
-                criterion="reproduced if for >= 75 % of nets G_out grows with training and trained G_k grows with depth")
-    if layers is None:
-        return v
     v.sources, v.seeds = ("layers",), _seeds(layers)
+    slopes = _trained_vs_init_slopes(layers, "G")
     ds = _at(layers, delta=1.0)
     out = output_layer(ds)
-    ratios, ok = {}, []
-    slopes = _trained_vs_init_slopes(layers, "G")
+    ratios, ok = {}, {}
     for arch in _archs(ds):
         g = geomean(_per_arch(out, arch).G)
-        lr = float(np.log10(g.sel(state="trained") / g.sel(state="init")))
-        ratios[arch] = lr
-        ok.append(lr > 0 and slopes[arch][1] > 0)
+        ratios[arch] = _finite(np.log10(float(g.sel(state="trained")) / float(g.sel(state="init"))), f"{arch}: G_out trained/init")
+        ok[arch] = ratios[arch] > 0 and slopes[arch][1] > 0
     vals = np.array(list(ratios.values()))
     v.value = float(np.median(vals))
     v.uncertainty = float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else math.nan
-    v.verdict = REPRODUCED if np.mean(ok) >= 0.75 else NOT_REPRODUCED
-    v.detail = "; ".join(f"{a}: log10 ratio {r:+.2f}, trained G slope {slopes[a][1]:+.2f}" for a, r in ratios.items())
+    v.verdict = REPRODUCED if _majority(list(ok.values())) else NOT_REPRODUCED
+    v.detail = "; ".join(f"{a}: G_out trained/init {10**r:.2g}{_accuracy_note(ds, a)}, trained G slope {slopes[a][1]:+.2f}"
+                         for a, r in ratios.items())
     v.numbers = {"log10_ratio": ratios}
-    return v
+    if v.verdict == REPRODUCED:
+        v.reason = f"G_out grows with training and G_k with depth in {sum(ok.values())} of {len(ok)} nets"
+    else:
+        bad = [f"{a}: G_out trained/init = {10**ratios[a]:.2g}{_accuracy_note(ds, a)}, G slope {slopes[a][1]:+.2f}"
+               for a, good in ok.items() if not good]
+        v.reason = f"holds in {sum(ok.values())} of {len(ok)} nets; " + "; ".join(bad)
 
 
-def check_c5(noisy: xr.Dataset | None, *, chance_factor: float = 2.0) -> Verdict:
-    """C5: at every training-noise level that still trains (test accuracy above twice chance),
-    :math:`R_f < 0.5` and :math:`G_f^\\text{trained} > G_f^\\text{init}`.
+@_claim("C5", "fraction of (net, trainable noise level) with R_f < 0.5 and G_f(trained) > G_f(init)",
+        "reproduced if at >= 3 trainable (net, level) pairs, and for >= 75 % of nets at all their trainable levels, "
+        "R_f < 0.5 and G_f grows with training")
+def check_c5(v: Verdict, noisy: xr.Dataset | None, *, chance_factor: float = 2.0) -> None:
+    """C5: at every training-noise level that still trains (test accuracy above ``chance_factor``
+    times chance), :math:`R_f < 0.5` and :math:`G_f^\\text{trained} > G_f^\\text{init}`.
 
-    Value: the fraction of such levels (all networks) where both hold.
+    Value: the fraction of trainable (network, level) pairs where both hold. Reproduced if there are
+    at least 3 such pairs and the claim holds at every trainable level for at least
+    :data:`MAJORITY` of the networks.
     """
-    v = Verdict("C5", CLAIMS["C5"][0], "fraction of trainable noise levels with R_f < 0.5 and G_f(trained) > G_f(init)",
-                criterion="reproduced if the fraction is 1 over at least 3 trainable levels")
-    if noisy is None:
-        return v
     v.sources, v.seeds = ("noisy",), _seeds(noisy)
+    _need_states(noisy, "init", "trained")
     ds = output_layer(_at(noisy, delta=1.0))
-    rows, ok = [], []
+    rows, cells, per_net, bad = [], [], {}, []
     for arch in _archs(ds):
         a = _per_arch(ds, arch)
+        net_ok = []
         for level in a.train_noise.values:
             s = a.sel(train_noise=level)
-            acc = 1 - float(s.test_error.sel(state="trained").mean())
-            r = float(geomean(s.R.sel(state="trained")))
-            g_tr, g_in = float(geomean(s.G.sel(state="trained"))), float(geomean(s.G.sel(state="init")))
-            trainable = acc > chance_factor * 0.1
+            acc = 1 - _finite(s.test_error.sel(state="trained").mean(), f"{arch} σ={level:g}: test error")
+            r = _finite(geomean(s.R.sel(state="trained")), f"{arch} σ={level:g}: trained R_f")
+            g_tr = _finite(geomean(s.G.sel(state="trained")), f"{arch} σ={level:g}: trained G_f")
+            g_in = _finite(geomean(s.G.sel(state="init")), f"{arch} σ={level:g}: init G_f")
             rows.append(f"{arch} σ={level:g}: acc {acc:.2f}, R_f {r:.2g}, G_f {g_in:.2g}→{g_tr:.2g}")
-            if trainable:
-                ok.append(r < 0.5 and g_tr > g_in)
-    v.value, v.uncertainty = _frac(int(sum(ok)), len(ok))
+            if acc > chance_factor * 0.1:
+                good = r < 0.5 and g_tr > g_in
+                cells.append(good)
+                net_ok.append(good)
+                if not good:
+                    bad.append(f"{arch} σ={level:g}: R_f {r:.2g}, G_f trained/init {g_tr / g_in:.2g} at {100 * acc:.0f} %")
+        if net_ok:
+            per_net[arch] = all(net_ok)
     v.detail = "; ".join(rows)
-    v.verdict = NOT_RUN if len(ok) < 3 else (REPRODUCED if all(ok) else NOT_REPRODUCED)
-    if len(ok) < 3:
-        v.detail += " — fewer than 3 trainable levels"
-    return v
+    if len(cells) < 3:
+        raise Incomplete(f"only {len(cells)} (net, noise level) pair(s) trained above {chance_factor:g}× chance (needs 3)")
+    v.value, v.uncertainty = _frac(int(sum(cells)), len(cells))
+    v.verdict = REPRODUCED if _majority(list(per_net.values())) else NOT_REPRODUCED
+    v.reason = (f"holds at {sum(cells)} of {len(cells)} trainable (net, level) pairs" + ("; fails at " + "; ".join(bad[:3]) if bad else "")
+                + (" …" if len(bad) > 3 else ""))
 
 
-def check_c6(pooling: xr.Dataset | None, *, threshold: float = 2.0) -> Verdict:
-    """C6: :math:`D_k^\\text{shuf}/D_k^\\text{orig}` stays near 1 in the first half of the net and exceeds
-    ``threshold`` in the second half.
+@_claim("C6", "mean over nets of (second-half − first-half) mean log10(D_shuf/D_orig)",
+        "reproduced if for >= 75 % of nets, for both D and R: the shuffled/original ratio stays below 2 on average "
+        "in the first half, exceeds 2 in the second half, and stays above 2 from an onset depth to the output")
+def check_c6(v: Verdict, pooling: xr.Dataset | None, *, threshold: float = 2.0) -> None:
+    """C6: :math:`X_k^\\text{shuf}/X_k^\\text{orig}` (:math:`X = D` and :math:`X = R`) stays near 1 in
+    the first half of the net and exceeds ``threshold`` in the second half.
 
-    For each network, the mean :math:`\\log_{10}` ratio over the second half of the probe points
-    (relative depth > 0.5) minus that over the first half. Value: the mean of that difference over
-    networks. Reproduced if, for at least half of the networks, the second-half mean ratio exceeds
-    ``threshold`` and the first-half mean ratio is below it.
+    Uses :func:`diffeosens.pooling.channel_pooling_onset` per network and quantity: reproduced for
+    a network if, for both :math:`D` and :math:`R`, the mean log-ratio of the first half is below
+    :math:`\\ln` ``threshold``, that of the second half above it, and an onset exists (the ratio stays
+    above ``threshold`` from some depth to the last layer). Majority rule over networks. Value: mean
+    over networks of (second-half − first-half) mean :math:`\\log_{10}(D^\\text{shuf}/D^\\text{orig})`.
     """
-    v = Verdict("C6", CLAIMS["C6"][0], "mean over nets of (second-half − first-half) mean log10(D_shuf/D_orig)",
-                criterion=f"reproduced if for >= half of the nets: second-half ratio > {threshold:g} and first-half ratio < {threshold:g}")
-    if pooling is None:
-        return v
+    from .pooling import channel_pooling_onset
+
     v.sources, v.seeds = ("pooling",), _seeds(pooling)
-    ds = pooling
-    diffs, ok, rows = [], [], []
-    for arch in _archs(ds):
-        a = _per_arch(ds, arch)
-        d = a.D
-        d = geomean(d, "shuffle")
-        orig, shuf = geomean(d.sel(variant="original")), geomean(d.sel(variant="shuffled"))
-        depth = np.asarray(a.relative_depth.values, float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lr = np.log10(shuf.values / orig.values)
-        first = np.nanmean(np.where(depth <= 0.5, lr, np.nan))
-        second = np.nanmean(np.where(depth > 0.5, lr, np.nan))
-        diffs.append(second - first)
-        t = np.log10(threshold)
-        ok.append(second > t and first < t)
-        rows.append(f"{arch}: mean ratio {10**first:.2g} (first half), {10**second:.2g} (second half)")
-    diffs = np.array(diffs)
-    v.value = float(np.nanmean(diffs))
-    v.uncertainty = float(np.nanstd(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else math.nan
-    v.verdict = REPRODUCED if np.mean(ok) >= 0.5 else NOT_REPRODUCED
+    if "variant" not in pooling.dims or not {"original", "shuffled"} <= {str(x) for x in pooling.variant.values}:
+        raise Incomplete("the shuffled (or original) variant was not measured")
+    diffs, ok, rows, bad = [], {}, [], []
+    t = math.log(threshold)
+    for arch in _archs(pooling):
+        a = _per_arch(pooling, arch)
+        net_ok = True
+        for var in ("D", "R"):
+            x = a[var] if var in a else (a.D / a.G if var == "R" else None)
+            x = geomean(x, "shuffle")
+            orig, shuf = geomean(x.sel(variant="original")), geomean(x.sel(variant="shuffled"))
+            if not (np.isfinite(orig.values).all() and np.isfinite(shuf.values).all()):
+                raise Incomplete(f"{arch}: {var}_k has undefined values")
+            on = channel_pooling_onset(orig, shuf, threshold=threshold)
+            first, second = on["mean_log_ratio_first_half"], on["mean_log_ratio_second_half"]
+            _finite(first, f"{arch}: first-half {var} ratio")
+            _finite(second, f"{arch}: second-half {var} ratio")
+            good = first < t and second > t and math.isfinite(on["onset_relative_depth"])
+            net_ok &= good
+            rows.append(f"{arch} {var}: ratio {math.exp(first):.2g} (first half), {math.exp(second):.2g} (second half), onset at depth {on['onset_relative_depth']:.2f}")
+            if var == "D":
+                diffs.append((second - first) / math.log(10))
+            if not good:
+                bad.append(f"{arch} {var}: {math.exp(first):.2g} → {math.exp(second):.2g}")
+        ok[arch] = net_ok
+    d = np.array(diffs)
+    v.value = float(d.mean())
+    v.uncertainty = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.nan
+    v.verdict = REPRODUCED if _majority(list(ok.values())) else NOT_REPRODUCED
     v.detail = "; ".join(rows)
-    return v
+    v.reason = f"holds for {sum(ok.values())} of {len(ok)} nets" + ("; fails: " + ", ".join(bad) if bad else "")
 
 
-def check_c7(spectra: xr.Dataset | None, *, margin: float = 0.02) -> Verdict:
+@_claim("C7", "trained − init homogeneous fraction S(0)/ΣS (mean over layers, then nets)",
+        "reproduced if, for >= 75 % of nets, the gain exceeds 0.02 and early layers gain more than late ones")
+def check_c7(v: Verdict, spectra: xr.Dataset | None, *, margin: float = 0.02) -> None:
     """C7: after training the filters carry more energy on the homogeneous (:math:`\\lambda = 0`) mode
     than the flat 1/9 of initialisation, most in the early layers.
 
     Value: mean over networks of (trained − init) homogeneous fraction averaged over layers.
-    Reproduced if that difference exceeds ``margin`` for at least 75 % of the networks and the
-    first-half layers gain more than the second-half ones for most networks.
+    Reproduced if, for at least :data:`MAJORITY` of the networks, that gain exceeds ``margin`` and
+    the first-half layers gain more than the second-half ones.
     """
-    v = Verdict("C7", CLAIMS["C7"][0], "trained − init homogeneous fraction S(0)/ΣS (mean over layers, then nets)",
-                criterion=f"reproduced if > {margin} for >= 75 % of nets and early layers gain most for most nets")
-    if spectra is None:
-        return v
     v.sources, v.seeds = ("spectra",), _seeds(spectra)
-    gains, ok_gain, ok_early, rows = [], [], [], []
+    v.criterion = v.criterion.replace("0.02", f"{margin:g}")
+    _need_states(spectra, "init", "trained")
+    gains, ok, rows = [], {}, []
     for arch in _archs(spectra):
         a = _per_arch(spectra, arch)
         hf = a.homogeneous_fraction
         if "seed" in hf.dims:
             hf = hf.mean("seed")
         tr, ini = hf.sel(state="trained"), hf.sel(state="init")
+        if not (np.isfinite(tr.values).all() and np.isfinite(ini.values).all()):
+            raise Incomplete(f"{arch}: undefined homogeneous fractions")
         gain = float((tr - ini).mean())
         depth = np.asarray(a.relative_depth.values, float) if "relative_depth" in a.coords else np.linspace(0, 1, hf.sizes["layer"])
-        d = (tr - ini).values
-        early, late = np.nanmean(np.where(depth <= 0.5, d, np.nan)), np.nanmean(np.where(depth > 0.5, d, np.nan))
+        dd = (tr - ini).values
+        early, late = np.nanmean(np.where(depth <= 0.5, dd, np.nan)), np.nanmean(np.where(depth > 0.5, dd, np.nan))
+        if not np.isfinite(late):  # a one-half net (a single layer) has no "late" layers: the early test does not apply
+            late = -math.inf
         gains.append(gain)
-        ok_gain.append(gain > margin)
-        ok_early.append(early > late)
-        rows.append(f"{arch}: {float(ini.mean()):.3f} → {float(tr.mean()):.3f} (early layers +{early:.3f}, late +{late:.3f})")
+        ok[arch] = gain > margin and early > late
+        rows.append(f"{arch}: {float(ini.mean()):.3f} → {float(tr.mean()):.3f} (early layers {early:+.3f}, late {late:+.3f})")
     g = np.array(gains)
     v.value = float(g.mean())
     v.uncertainty = float(g.std(ddof=1) / np.sqrt(len(g))) if len(g) > 1 else math.nan
-    v.verdict = REPRODUCED if np.mean(ok_gain) >= 0.75 and np.mean(ok_early) > 0.5 else NOT_REPRODUCED
+    v.verdict = REPRODUCED if _majority(list(ok.values())) else NOT_REPRODUCED
     v.detail = "; ".join(rows)
-    return v
+    v.reason = f"holds for {sum(ok.values())} of {len(ok)} nets (mean gain {v.value:+.3f})"
 
 
-def check_c8(scale2d: xr.Dataset | None, *, max_error: float = 0.2) -> Verdict:
+@_claim("C8", "fraction of nets with low error, R_f < 0.5, D_k ↓, G_k ↑ and small shuffling effect",
+        "reproduced if >= 75 % of nets: error < 0.2, R_f < 0.5, D_k falls and G_k rises with depth, |log10 D_shuf/D_orig| < log10 2")
+def check_c8(v: Verdict, scale2d: xr.Dataset | None, *, max_error: float = 0.2) -> None:
     """C8: on the 2D task, trained nets reach low test error (< ``max_error``) with :math:`R_f < 0.5`,
     :math:`D_k` falling and :math:`G_k` rising with depth, and shuffling changes :math:`D_k` little
-    (mean :math:`|\\log_{10} D^\\text{shuf}/D^\\text{orig}| < \\log_{10} 2`).
+    (mean :math:`|\\log_{10} D^\\text{shuf}/D^\\text{orig}| < \\log_{10} 2`). The shuffled variant is
+    required: without it the check is incomplete.
 
-    Value: the fraction of networks where all of these hold.
+    Value: the fraction of networks where all of these hold (majority rule).
     """
-    v = Verdict("C8", CLAIMS["C8"][0], "fraction of nets with low error, R_f < 0.5, D_k ↓, G_k ↑ and small shuffling effect",
-                criterion="reproduced if >= 0.5")
-    if scale2d is None:
-        return v
     v.sources, v.seeds = ("scale2d",), _seeds(scale2d)
-    ok, rows = [], []
+    _need_states(scale2d, "trained")
+    if "variant" not in scale2d.dims or "shuffled" not in [str(x) for x in scale2d.variant.values]:
+        raise Incomplete("the channel-shuffled variant was not measured")
+    ok, rows, bad = [], [], []
     for arch in _archs(scale2d):
-        a = _per_arch(scale2d, arch)
-        tr = a.sel(state="trained")
-        orig = tr.sel(variant="original") if "variant" in tr.dims else tr
-        err = float(orig.test_error.mean()) if "test_error" in orig else math.nan
-        r_out = float(geomean(output_layer(orig).R))
-        sd, _ = _layer_slope(geomean(orig.D))
-        sg, _ = _layer_slope(geomean(orig.G))
-        shuf_effect = math.nan
-        if "variant" in tr.dims and "shuffled" in tr.variant.values:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                shuf_effect = float(np.nanmean(np.abs(np.log10(geomean(tr.D.sel(variant="shuffled")) / geomean(orig.D)))))
-        good = err < max_error and r_out < 0.5 and sd < 0 and sg > 0 and (math.isnan(shuf_effect) or shuf_effect < np.log10(2))
-        ok.append(good)
+        tr = _per_arch(scale2d, arch).sel(state="trained")
+        orig = tr.sel(variant="original")
+        if "test_error" not in orig:
+            raise Incomplete("no test error in the results")
+        err = _finite(orig.test_error.mean(), f"{arch}: test error")
+        r_out = _finite(geomean(output_layer(orig).R), f"{arch}: R_f")
+        sd = _finite(_layer_slope(geomean(orig.D))[0], f"{arch}: D_k slope")
+        sg = _finite(_layer_slope(geomean(orig.G))[0], f"{arch}: G_k slope")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shuf_effect = _finite(np.nanmean(np.abs(np.log10(geomean(tr.D.sel(variant="shuffled")) / geomean(orig.D)))), f"{arch}: shuffling effect")
+        parts = {f"error {err:.2f}": err < max_error, f"R_f {r_out:.2g}": r_out < 0.5, f"D slope {sd:+.2f}": sd < 0,
+                 f"G slope {sg:+.2f}": sg > 0, f"shuffle |log10| {shuf_effect:.2f}": shuf_effect < np.log10(2)}
+        ok.append(all(parts.values()))
+        if not ok[-1]:
+            bad.append(f"{arch} ({', '.join(_failed(parts))})")
         rows.append(f"{arch}: error {err:.3f}, R_f {r_out:.2g}, D slope {sd:+.2f}, G slope {sg:+.2f}, |log10 shuffle ratio| {shuf_effect:.2f}")
     v.value, v.uncertainty = _frac(int(sum(ok)), len(ok))
-    v.verdict = REPRODUCED if v.value >= 0.5 else NOT_REPRODUCED
+    v.verdict = REPRODUCED if _majority(ok) else NOT_REPRODUCED
     v.detail = "; ".join(rows)
-    return v
+    v.reason = f"holds for {sum(ok)} of {len(ok)} nets" + ("; fails: " + "; ".join(bad) if bad else "")
 
 
 def _block_curve(ds: xr.Dataset, var: str, *, drop_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per-block values (activation outputs) of a 1D net, indexed k = 1..L (the last ``drop_last`` left out)."""
     kinds = np.asarray(ds.layer_kind.values).astype(str)
     vals = np.asarray(geomean(ds[var]).values, float)
-    sel = np.isin(kinds, ("act",)) & np.isfinite(vals)
-    y = vals[sel]
+    y = vals[np.isin(kinds, ("act",))]
+    if not np.isfinite(y).all():
+        raise Incomplete(f"undefined {var}_k values in the 1D net")
     y = y[: len(y) - drop_last] if drop_last else y
+    if len(y) < 3:
+        raise Incomplete(f"only {len(y)} block(s) to fit")
     return np.arange(1, len(y) + 1, dtype=float), y
 
 
-def check_c9(scale1d: xr.Dataset | None) -> Verdict:
+@_claim("C9", "trained slope of log2 D_k vs k (f = s = 2, ReLU, 1D protocol)",
+        "reproduced if D slope in [-1.5, -0.5], G slope in [0.5, 1.5] and D falls faster than at init")
+def check_c9(v: Verdict, scale1d: xr.Dataset | None) -> None:
     """C9: trained 1D ConvGAP with :math:`f = s = 2` and ReLU (1D protocol), fitted over all blocks but
     the last two (finite-size factor): slope of :math:`\\log_2 D_k`
     against :math:`k` in :math:`[-1.5, -0.5]` (prediction −1) and of :math:`\\log_2 G_k` in
@@ -420,11 +572,8 @@ def check_c9(scale1d: xr.Dataset | None) -> Verdict:
 
     Value: the fitted :math:`\\log_2 D_k` slope of the trained net (OLS standard error).
     """
-    v = Verdict("C9", CLAIMS["C9"][0], "trained slope of log2 D_k vs k (f = s = 2, ReLU, 1D protocol)",
-                criterion="reproduced if D slope in [-1.5, -0.5], G slope in [0.5, 1.5] and D falls faster than at init")
-    if scale1d is None:
-        return v
     v.sources, v.seeds = ("scale1d",), _seeds(scale1d)
+    _need_states(scale1d, "init", "trained")
     ds = _at(scale1d, stride=2, activation="relu", protocol="1d")
     # the last two blocks (receptive field >= N/2) are dominated by the finite-size factor
     # 1/(1 - 2^k/N) of the denominator (methods §10.3): the power law is fitted on the others
@@ -444,46 +593,66 @@ def check_c9(scale1d: xr.Dataset | None) -> Verdict:
         a, _ = _slope(np.log(k1), np.log(d1))
         b, _ = _slope(np.log(k1), np.log(g1))
         v.detail += f"; stride 1: log–log slopes D {a:+.2f} (theory −1), G {b:+.2f} (theory +½)"
-    good = -1.5 <= sd <= -0.5 and 0.5 <= sg <= 1.5 and sd < sd0
-    v.verdict = REPRODUCED if good else NOT_REPRODUCED
-    return v
+    parts = {f"D slope {sd:+.2f} (theory −1)": -1.5 <= sd <= -0.5, f"G slope {sg:+.2f} (theory +1)": 0.5 <= sg <= 1.5,
+             f"D slope at init {sd0:+.2f} not above trained": sd < sd0}
+    fails = _failed(parts)
+    v.verdict = NOT_REPRODUCED if fails else REPRODUCED
+    v.reason = ("fails: " + "; ".join(fails)) if fails else f"log2 slopes D {sd:+.2f}, G {sg:+.2f} (theory −1, +1; init D {sd0:+.2f})"
 
 
-def check_c10(theory: xr.Dataset | None, activations: xr.Dataset | None = None) -> Verdict:
+@_claim("C10", "slope of ln G_k per layer, constant-filter CNN with F = s = 2, ReLU (theory: ln 2 = 0.69)",
+        "reproduced if ReLU slope within 30 % of ln 2, |tanh/linear slope| < 0.1, and, for >= 75 % of the trained CNNs, "
+        "tanh G_f < ReLU G_f while tanh D_k still falls with depth")
+def check_c10(v: Verdict, theory: xr.Dataset | None, activations: xr.Dataset | None = None) -> None:
     """C10: in the constant-filter model with strides, :math:`\\ln G_k` grows by about :math:`\\ln 2` per
     layer with ReLU (within 30 %) and stays flat (|slope| < 0.1 per layer) for tanh and linear; in
-    trained CNNs (if run), tanh nets have a smaller output :math:`G_f` than their ReLU counterparts.
+    trained CNNs, tanh nets have a smaller output :math:`G_f` than their ReLU counterparts while
+    their :math:`D_k` still decreases with depth (majority rule). Both halves are needed: theory
+    alone, or trained CNNs alone, make the check incomplete.
 
     Value: the ReLU slope of :math:`\\ln G_k` per layer (stride 2).
     """
-    v = Verdict("C10", CLAIMS["C10"][0], "slope of ln G_k per layer, constant-filter CNN with F = s = 2, ReLU (theory: ln 2 = 0.69)",
-                criterion="reproduced if ReLU slope within 30 % of ln 2, |tanh/linear slope| < 0.1, and trained tanh G_f < ReLU G_f for most nets (when run)")
     if theory is None:
-        return v
+        raise Incomplete("the theory experiment is missing (only the trained CNNs were run)")
     v.sources = ("theory",)
     th = _at(theory, stride=2)
+    acts = [str(a) for a in th.activation.values]
+    if "relu" not in acts or not {"tanh", "linear"} & set(acts):
+        raise Incomplete(f"the theory needs relu and tanh or linear; have {', '.join(acts)}")
     slopes = {}
-    for act in [str(a) for a in th.activation.values]:
+    for act in acts:
         g = th.G.sel(activation=act)
         slopes[act], se = _slope(g.depth.values.astype(float), np.log(g.values))
+        _finite(slopes[act], f"theory slope of ln G_k ({act})")
         if act == "relu":
             v.value, v.uncertainty = slopes[act], se
-    relu_ok = abs(slopes.get("relu", math.nan) - np.log(2)) < 0.3 * np.log(2)
+    relu_ok = abs(slopes["relu"] - np.log(2)) < 0.3 * np.log(2)
     odd_ok = all(abs(s) < 0.1 for a, s in slopes.items() if a in ("tanh", "linear"))
     v.detail = "theory slopes of ln G_k: " + ", ".join(f"{a} {s:+.3f}" for a, s in slopes.items())
-    cnn_ok = True
-    if activations is not None:
-        v.sources += ("activations",)
-        v.seeds = _seeds(activations)
-        out = output_layer(_at(activations, delta=1.0, state="trained"))
-        ratios = {}
-        for arch in _archs(out):
-            g = geomean(_per_arch(out, arch).G)
-            ratios[arch] = float(g.sel(activation="tanh") / g.sel(activation="default"))
-        cnn_ok = np.mean([r < 1 for r in ratios.values()]) > 0.5
-        v.detail += "; trained CNNs, G_f(tanh)/G_f(ReLU): " + ", ".join(f"{a} {r:.2g}" for a, r in ratios.items())
-    v.verdict = REPRODUCED if relu_ok and odd_ok and cnn_ok else NOT_REPRODUCED
-    return v
+    theory_note = f"theory ln G slope relu {slopes['relu']:+.2f}, " + ", ".join(f"{a} {s:+.2f}" for a, s in slopes.items() if a != "relu")
+    if activations is None:
+        raise Incomplete(f"{theory_note}; the trained-CNN half (activations experiment) was not run")
+    v.sources += ("activations",)
+    v.seeds = _seeds(activations)
+    _need_states(activations, "trained")
+    acts_run = [str(a) for a in activations.activation.values] if "activation" in activations.dims else []
+    if not {"tanh", "default"} <= set(acts_run):
+        raise Incomplete(f"{theory_note}; trained CNNs need both default and tanh activations, have {acts_run}")
+    ds = _at(activations, delta=1.0, state="trained")
+    out = output_layer(ds)
+    ratios, ok = {}, {}
+    for arch in _archs(out):
+        g = geomean(_per_arch(out, arch).G)
+        ratios[arch] = _finite(float(g.sel(activation="tanh") / g.sel(activation="default")), f"{arch}: G_f(tanh)/G_f(ReLU)")
+        sd = _finite(_layer_slope(geomean(_per_arch(ds, arch).D.sel(activation="tanh")))[0], f"{arch}: tanh D_k slope")
+        ok[arch] = ratios[arch] < 1 and sd < 0
+    cnn_ok = _majority(list(ok.values()))
+    v.detail += "; trained CNNs, G_f(tanh)/G_f(ReLU): " + ", ".join(f"{a} {r:.2g}" for a, r in ratios.items())
+    parts = {theory_note: relu_ok and odd_ok,
+             "trained tanh/ReLU G_f " + ", ".join(f"{a} {r:.2g}" for a, r in ratios.items()): cnn_ok}
+    fails = _failed(parts)
+    v.verdict = NOT_REPRODUCED if fails else REPRODUCED
+    v.reason = ("fails: " + "; ".join(fails)) if fails else f"{theory_note}; tanh lowers G_f in {sum(ok.values())} of {len(ok)} trained CNNs"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -497,38 +666,48 @@ _CHECKS: dict[str, Callable[..., Verdict]] = {
 
 
 def evaluate(profile: str = "quick", root: str | os.PathLike | None = None) -> list[Verdict]:
-    """Check every claim against the results of ``profile`` (missing experiments: "not run")."""
-    from .results import ResultsError, open_experiment
+    """Check every claim against the results of ``profile``.
 
-    cache: dict[str, xr.Dataset | None] = {}
+    An experiment with no results at this profile is ``None`` for its checks (missing everywhere:
+    "not run"); one whose results cannot be read gives an "error" verdict naming the problem.
+    """
+    from pathlib import Path
 
-    def get(name: str) -> xr.Dataset | None:
+    from .results import default_root, open_experiment
+
+    base = Path(root) if root is not None else default_root()
+    cache: dict[str, xr.Dataset | None | Exception] = {}
+
+    def get(name: str) -> xr.Dataset | None | Exception:
         if name not in cache:
-            try:
-                cache[name] = open_experiment(name, profile=profile, root=root)
-            except ResultsError:
-                cache[name] = None
+            if not any((base / profile / name).glob("*.nc")):
+                cache[name] = None  # not run at this profile
+            else:
+                try:
+                    cache[name] = open_experiment(name, profile=profile, root=base)
+                except Exception as err:  # noqa: BLE001 - unreadable results: the claim's verdict is "error"
+                    cache[name] = err
         return cache[name]
 
     verdicts = []
     for cid, (statement, needs) in CLAIMS.items():
         datasets = [get(n) for n in needs]
-        try:
+        broken = [(n, d) for n, d in zip(needs, datasets) if isinstance(d, Exception)]
+        if broken:
+            n, err = broken[0]
+            v = Verdict(cid, statement, "", verdict=ERROR, reason=f"results of {n} could not be read: {type(err).__name__}: {err}")
+        else:
             v = _CHECKS[cid](*datasets)
-        except Exception as err:  # noqa: BLE001 - a check that cannot be computed is reported, not fatal
-            v = Verdict(cid, statement, "", verdict=NOT_RUN, detail=f"could not be evaluated: {type(err).__name__}: {err}")
         v.profile = profile
-        if not any(d is not None for d in datasets):
-            v.detail = v.detail or f"experiment(s) {', '.join(needs)} not run at the {profile} profile"
         verdicts.append(v)
     return verdicts
 
 
 def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
-    """One row per claim: verdict, value ± uncertainty, quantity, profile, seeds, sources."""
+    """One row per claim: verdict, the one-line reason, value ± uncertainty, quantity, profile, seeds, sources."""
     rows = []
     for v in verdicts:
         val = "—" if not np.isfinite(v.value) else (f"{v.value:.3g} ± {v.uncertainty:.2g}" if np.isfinite(v.uncertainty) else f"{v.value:.3g}")
-        rows.append({"claim": v.claim, "verdict": v.verdict, "value": val, "quantity": v.quantity, "profile": v.profile,
-                     "seeds": v.seeds or "-", "from": ", ".join(v.sources) or "-"})
+        rows.append({"claim": v.claim, "verdict": v.verdict, "reason": v.reason, "value": val, "quantity": v.quantity,
+                     "profile": v.profile, "seeds": v.seeds or "-", "from": ", ".join(v.sources) or "-"})
     return pd.DataFrame(rows)
