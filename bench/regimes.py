@@ -71,6 +71,14 @@ CANDIDATES = [
     Candidate("lenet_5k_30ep_noaug", "LeNet", 5_000, 30, False),
     Candidate("alexnet_5k_30ep_noaug", "AlexNet", 5_000, 30, False),
     Candidate("resnet_5k_30ep_noaug", "ResNet18", 5_000, 30, False),
+    # the paper's recipe on the whole training set (crop + flip), as long as a laptop allows
+    Candidate("lenet_50k_30ep_aug", "LeNet", 50_000, 30, True),
+    Candidate("vgg_50k_20ep_aug", "VGG11", 50_000, 20, True, note="bench/train.py: 80 % at epoch 16"),
+    Candidate("vggbn_50k_10ep_aug", "VGG11bn", 50_000, 10, True),
+    # long training past interpolation (weight decay keeps shaping the filters, as in the 1D model)
+    Candidate("lenet_2k_600ep_noaug", "LeNet", 2_000, 600, False),
+    Candidate("lenet_5k_500ep_noaug", "LeNet", 5_000, 500, False),
+    Candidate("lenet_50k_100ep_aug", "LeNet", 50_000, 100, True),
     Candidate("fcn_5k_30ep_adam0.1", "DenseNetL2", 5_000, 30, False, recipe="fcn", note="Adam lr 0.1 (paper, O13)"),
     Candidate("fcn_5k_30ep_adam1e-3", "DenseNetL2", 5_000, 30, False, recipe="fcn", overrides={"lr": 1e-3}, note="Adam lr 1e-3"),
 ]

@@ -92,6 +92,31 @@ def test_book_builds_with_warnings_as_errors(built_book):
         assert not [u for u in loads if any(c in u for c in ("jsdelivr", "cdnjs", "unpkg", "cdn.plot.ly", "mathjax"))], (page.name, loads)
 
 
+def test_claims_page_shows_each_verdict_with_its_reason(built_book, smoke_results):
+    import html as html_lib
+
+    from diffeosens import claims
+
+    proc, out = built_book
+    assert proc.returncode == 0
+    text = html_lib.unescape((out / "claims.html").read_text())
+    assert "reason" in text
+    for v in claims.evaluate("smoke", root=smoke_results[0]):  # the same smoke results the page read
+        assert v.reason and v.verdict in claims.VERDICTS, v
+        assert v.reason.split(";")[0][:40] in text, (v.claim, v.reason)
+
+
+def test_book_pages_take_profile_sizes_from_profiles_py():
+    """No page types a profile's size: "the quick profile trains/uses ..." sentences are glued from
+    :func:`diffeosens.profiles.describe`, so they cannot drift from what is run."""
+    import re
+
+    typed = re.compile(r"`(?:quick|smoke)`(?: profile)?(?: networks)? (?:uses|trains|are|is trained)|quick-profile networks are", re.I)
+    for page in (REPO / "book").glob("*.md"):
+        hits = typed.findall(page.read_text())
+        assert not hits, (page.name, hits)
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).exists():

@@ -104,8 +104,7 @@ def count_effnet(cin: int, k: int, f: float) -> int:
         out = w(out, f)
         for _ in range(n):
             mid, se = e * c, max(1, math.floor(0.25 * c))
-            if e != 1:
-                total += conv(c, mid, 1, bias=False) + bn(mid)
+            total += conv(c, mid, 1, bias=False) + bn(mid)  # built even when e = 1 (unused), as the reference
             total += conv(mid, mid, ks, bias=False, groups=mid) + bn(mid)
             total += conv(mid, se, 1) + conv(se, mid, 1)
             total += conv(mid, out, 1, bias=False) + bn(out)
@@ -203,6 +202,9 @@ def test_count_anchors():
         assert n_params(models.build("ResNet18")) == 11_173_962
         assert n_params(models.build("VGG11", width_factor=0.5)) == 2_308_810
         assert n_params(models.build("ResNet18", width_factor=0.5)) == 2_797_610
+        # the authors' CIFAR EfficientNetB0 (kuangliu style) builds an unused expansion conv + BN
+        # in its first block (e = 1): 3,598,598 + 32*32 + 2*32 = 3,599,686 (issue 13)
+        assert n_params(models.build("EfficientNetB0")) == 3_599_686
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,3 +41,17 @@ def test_two_commands_and_ci_entry_point():
     assert "make book" in readme and "make test" in readme
     workflow = (REPO / ".github" / "workflows" / "book.yml").read_text()
     assert ".ci/run" in workflow and "make book" in workflow
+
+
+def test_profile_descriptions_follow_the_table():
+    from diffeosens import profiles
+
+    for recipe, sizes in profiles.TRAINING.items():
+        for profile, size in sizes.items():
+            text = profiles.describe(recipe, profile)
+            assert f"{size.epochs:,} epoch" in text, (recipe, profile, text)
+            assert ("all the training" in text) if size.n_train is None else (f"{size.n_train:,} training" in text), text
+            if size.width is not None:
+                assert f"hidden width {size.width}" in text
+    with pytest.raises(ValueError, match="profile"):
+        profiles.describe("cifar", "huge")

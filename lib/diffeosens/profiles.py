@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 
 from ._check import check_choice
 
-__all__ = ["MEASUREMENT", "PROFILES", "TRAINING", "Size", "measurement", "table_markdown", "training"]
+__all__ = ["MEASUREMENT", "PROFILES", "TRAINING", "Size", "describe", "measurement", "table_markdown", "training"]
 
 PROFILES = ("smoke", "quick", "paper")
 
@@ -88,6 +88,33 @@ def measurement(profile: str) -> dict[str, int]:
     """Probe-set size and seeds at ``profile``."""
     check_choice(profile, PROFILES, "profile")
     return dict(MEASUREMENT[profile])
+
+
+_WIDTH_WORDS = {1.0: "full-width", 0.5: "half-width", 0.25: "quarter-width", 0.125: "eighth-width"}
+
+
+def describe(recipe: str, profile: str) -> str:
+    """A sentence fragment that says what ``recipe`` trains at ``profile``, from :data:`TRAINING`.
+
+    The book's "the quick profile trains …" sentences are made by this function, so they cannot
+    drift from the sizes actually run.
+
+    >>> describe("cifar", "paper")
+    'full-width networks trained for 250 epochs on all the training images'
+    """
+    check_choice(profile, PROFILES, "profile")
+    check_choice(recipe, TRAINING, "recipe")
+    s = TRAINING[recipe][profile]
+    data = "all the training images" if s.n_train is None else f"{s.n_train:,} training {'images' if recipe in ('cifar', 'fcn') else 'points'}"
+    if s.width is not None:
+        what = f"networks of hidden width {s.width}"
+    else:
+        what = f"{_WIDTH_WORDS.get(s.width_factor, f'width x{s.width_factor:g}')} networks"
+        if s.width_factor != 1.0:
+            what += " (the small nets at full width)"
+    epochs = f"{s.epochs:,} epoch{'s' if s.epochs != 1 else ''}"
+    epochs = f"at most {epochs}" if recipe == "scale1d" else epochs
+    return f"{what} trained for {epochs} on {data}"
 
 
 def table_markdown() -> str:

@@ -54,7 +54,7 @@ SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
 _LAYER_COORDS = ("layer_name", "layer_kind", "depth", "relative_depth")
 #: Per-run scalar attributes that become variables of the combined dataset (e.g. to plot the
 #: test error of each network against its sensitivity).
-RUN_SCALARS = ("test_error", "best_test_acc", "model_params", "train_noise")
+RUN_SCALARS = ("test_error", "best_test_acc", "model_params", "train_noise", "interpolation_epoch", "stopped_epoch", "interpolation_factor")
 
 
 #: HDF5 (under netCDF4) is not thread-safe: every read and write of this module holds this lock,

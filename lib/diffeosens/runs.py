@@ -77,6 +77,14 @@ class TrainedRun:
         """1 - best test accuracy (the checkpoint the paper measures)."""
         return 1.0 - float(self.attrs["best_test_acc"])
 
+    @property
+    def stopping(self) -> dict[str, float]:
+        """When training stopped: ``stopped_epoch``, ``interpolation_epoch`` (-1: never reached zero
+        training loss) and the recipe's ``interpolation_factor`` (the stopping rule of methods §7.4)."""
+        recipe = _json_attr(self.attrs.get("recipe"), {})
+        return {"stopped_epoch": int(self.attrs.get("stopped_epoch", -1)), "interpolation_epoch": int(self.attrs.get("interpolation_epoch", -1)),
+                "interpolation_factor": float(recipe.get("interpolation_factor", float("nan"))) if isinstance(recipe, dict) else float("nan")}
+
     def build(self) -> nn.Module:
         """A freshly initialised network of the same architecture and options."""
         from .train import build_model

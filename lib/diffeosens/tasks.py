@@ -83,7 +83,7 @@ def _finish(ds: xr.Dataset, run: TrainedRun, state: str, extra: dict[str, Any]) 
     ds.attrs.update({
         "arch": run.arch, "dataset": run.dataset, "activation": run.activation, "state": state,
         "test_error": run.test_error if state != "init" else float("nan"), "best_test_acc": float(run.attrs["best_test_acc"]),
-        "train_dir": str(run.path), **extra,
+        "train_dir": str(run.path), **run.stopping, **extra,
     })
     return ds
 

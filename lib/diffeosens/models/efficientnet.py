@@ -50,7 +50,8 @@ class MBConv(nn.Module):
 
     With :math:`C = e\,C_\mathrm{in}`:
 
-    1. ``conv1`` → ``bn1`` → ``act1``: expansion conv1×1 (absent when :math:`e = 1`);
+    1. ``conv1`` → ``bn1`` → ``act1``: expansion conv1×1 (skipped when :math:`e = 1`; its
+       parameters exist anyway, as in the reference);
     2. ``conv2`` → ``bn2`` → ``act2``: depthwise :math:`k\times k` conv (groups :math:`C`,
        stride :math:`s`, padding :math:`(k-1)/2`, no bias);
     3. ``se``: squeeze-excitation with :math:`\lfloor 0.25\,C_\mathrm{in}\rfloor` channels (at least 1);
@@ -69,12 +70,13 @@ class MBConv(nn.Module):
     ) -> None:  # fmt: skip
         super().__init__()
         channels = expansion * in_channels
-        if expansion != 1:
-            self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=1, bias=False)
-            self.bn1 = nn.BatchNorm2d(channels)
-            self.act1 = make_activation(activation)
-        else:
-            self.conv1 = self.bn1 = self.act1 = None
+        self.expand = expansion != 1
+        # The reference builds the expansion conv and BN for every block, also when e = 1, and then
+        # skips them in the forward: they are kept (unused) so that the parameter count
+        # (3,599,686 for B0) and the state dict match the authors' checkpoints.
+        self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act1 = make_activation(activation) if self.expand else None
         self.conv2 = nn.Conv2d(
             channels, channels, kernel_size=kernel_size, stride=stride,
             padding=(kernel_size - 1) // 2, groups=channels, bias=False,
@@ -88,7 +90,7 @@ class MBConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = x
-        if self.conv1 is not None:
+        if self.expand:
             out = self.act1(self.bn1(self.conv1(out)))
         out = self.act2(self.bn2(self.conv2(out)))
         out = self.se(out)
