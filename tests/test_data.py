@@ -501,3 +501,33 @@ def test_scale1d_moves_keep_task2_label():
         assert torch.equal(scale1d_labels(after, task=2), signs)
         assert float((after != before).double().mean()) > 0.9  # only moves out of a block are undone
         assert torch.equal(moved[:, 0].count_nonzero(1) >= 1, torch.ones(len(pos), dtype=torch.bool))
+
+
+class _Exploit:
+    """Unpickling this calls os.system: what a crafted batch file could do."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+@pytest.mark.parametrize("reader", ["tensors", "torchvision"])
+def test_crafted_cifar_batch_cannot_run_code(tmp_path, cifar_test, reader, monkeypatch):
+    x, y = cifar_test
+    root = _fake_cifar_root(tmp_path, {"labels": y.tolist(), "data": x.reshape(10_000, 3072).numpy(), "evil": _Exploit()})
+    called = []
+    monkeypatch.setattr("os.system", lambda *a: called.append(a) or 0)
+    with pytest.raises(RuntimeError, match="refusing to load the global .*system"):
+        if reader == "tensors":
+            vision._unpickle_cifar(Path(root) / "cifar-10-batches-py" / "test_batch")
+        else:
+            CIFAR10(root, train=False)
+    assert not called
+
+
+def test_restricted_unpickler_reads_the_real_batches(cifar_test):
+    ds = CIFAR10(find_root("cifar10"), train=False)
+    x, y = cifar_test
+    assert ds.classes[3] == "cat" and ds.targets == y.tolist()
+    assert np.array_equal(ds.data, x.permute(0, 2, 3, 1).numpy())

@@ -48,7 +48,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -337,11 +337,35 @@ def _idx_path(folder: Path, stem: str) -> Path:
     return plain if plain.is_file() else folder / f"{stem}.gz"
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch file and nothing else: numpy arrays, dicts, lists, bytes, str and
+    ints. Any other global (a function a crafted file would call) is refused before it is loaded."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing to load the global {module}.{name}: a CIFAR-10 batch holds only numpy arrays, lists, bytes and ints"
+        )
+
+
 def _unpickle_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="bytes")
-    data = np.asarray(entry[b"data"], dtype=np.uint8)
-    labels = np.asarray(entry[b"labels"], dtype=np.int64)
+        try:
+            entry = _CifarUnpickler(f, encoding="bytes").load()
+        except pickle.UnpicklingError as err:
+            raise RuntimeError(f"{path} is not a CIFAR-10 batch file: {err}") from err
+    entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()} if isinstance(entry, dict) else entry
+    if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
+        raise RuntimeError(f"{path} is not a CIFAR-10 batch file (expected a dict with 'data' and 'labels')")
+    data = np.asarray(entry["data"], dtype=np.uint8)
+    labels = np.asarray(entry["labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
         raise RuntimeError(f"{path}: expected data [n, 3072] and n labels, got data {data.shape}, labels {labels.shape}")
     return data, labels
@@ -429,7 +453,25 @@ class CIFAR10(torchvision.datasets.CIFAR10):
             verify = "md5" if download else "content"
         check_choice(verify, VERIFY_MODES, name="verify")
         self.verify = verify
-        super().__init__(root, train=train, transform=transform, target_transform=target_transform, download=download)
+        # torchvision's own __init__ unpickles the batches with an unrestricted pickle.load; here the
+        # same steps run with the restricted unpickler (a crafted batch file cannot run code)
+        torchvision.datasets.VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+        self.train = train
+        if download:
+            self.download()
+        if not self._check_integrity():
+            raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+        folder = Path(self.root) / self.base_folder
+        parts = [_unpickle_cifar(folder / name) for name, _ in (self.train_list if train else self.test_list)]
+        self.data = np.vstack([d for d, _ in parts]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+        self.targets = [int(t) for _, ls in parts for t in ls]
+        with open(folder / self.meta["filename"], "rb") as f:
+            try:
+                meta = _CifarUnpickler(f, encoding="latin1").load()
+            except pickle.UnpicklingError as err:
+                raise RuntimeError(f"{folder / self.meta['filename']} is not a CIFAR-10 meta file: {err}") from err
+        self.classes = list(meta[self.meta["key"]])
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         if verify != "md5":
             self._check_content()
 
