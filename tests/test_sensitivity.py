@@ -348,3 +348,41 @@ def test_bad_input_raises_clear_errors():
         measure_perturbed(net, x, {"D": x[:, :, :4]})
     with pytest.raises(ValueError, match="cannot process images"):
         measure(nn.Sequential(nn.Flatten(), nn.Linear(5, 2)).double(), x)
+
+
+@pytest.mark.parametrize("kind", ["lower", "average"])
+def test_median_of_an_even_count_lower_or_average(kind):
+    """P = 10 (even) and 100 pairs: "lower" is torch.median's lower middle value (the reference),
+    "average" numpy's textbook median; checked against a brute-force sort."""
+    net = _small_cnn()
+    x = _images(p=10)
+    g = torch.Generator().manual_seed(3)
+    y = deform(x, delta=1.0, generator=g)
+    z = x + 0.2 * torch.randn(x.shape, generator=g, dtype=x.dtype)
+    ds = measure_perturbed(net, x, {"D": y, "G": z}, estimator="median", median=kind, n_boot=3, compute_dtype=torch.float64)
+    assert ds.attrs["median"] == kind
+    fa, fb = extract_features(net, x), extract_features(net, y)
+
+    def med(v, axis=None):
+        s = np.sort(np.asarray(v), axis=axis)
+        n = s.shape[0] if axis is not None else s.size
+        s = s if axis is not None else s.ravel()
+        lo, hi = s[(n - 1) // 2], s[n // 2]
+        return lo if kind == "lower" else (lo + hi) / 2
+
+    for i, name in enumerate(ds.layer_name.values):
+        a = fa[str(name)].numpy()
+        numd = med((fb[str(name)].numpy() - a) ** 2, axis=0).sum()
+        deno = med([((a[i_] - a[j_]) ** 2).sum() for i_ in range(10) for j_ in range(10)])
+        assert float(ds.num_D[i]) == pytest.approx(numd, rel=1e-10)
+        assert float(ds.deno[i]) == pytest.approx(deno, rel=1e-10)
+    with pytest.raises(ValueError, match="median"):
+        measure_perturbed(net, x, {"D": y, "G": z}, estimator="median", median="middle")
+
+
+def test_seed_must_be_an_integer():
+    x = _images(p=4)
+    with pytest.raises(TypeError, match="seed must be an integer, got 1.5"):
+        measure(_small_cnn(), x, seed=1.5)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        measure_perturbed(_small_cnn(), x, {"D": x}, seed=2.0)
