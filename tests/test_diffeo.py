@@ -433,3 +433,15 @@ def test_temperature_above_t_max_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         deform(torch.rand(1, 1, 16, 16), T=t_max, cut=3)
+
+
+def test_empty_batch_is_returned_unchanged():
+    x = torch.zeros(0, 3, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    out, fields = deform(x, delta=1.0, generator=g, return_fields=True)
+    assert out.shape == x.shape and fields.shape == (0, 2, 16, 16)
+    assert torch.equal(g.get_state(), state)  # nothing was drawn
+    with pytest.raises(ValueError):
+        deform(x, delta=-1.0)  # arguments are still checked
+    assert deform(torch.zeros(2, 0, 3, 16, 16), delta=1.0).shape == (2, 0, 3, 16, 16)

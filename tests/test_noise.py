@@ -94,3 +94,14 @@ def test_bad_input_raises_clear_errors():
     bad[0, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="perturbed contains 1 non-finite"):
         matched_noise(x, bad)
+
+
+def test_empty_batch_gives_empty_noise():
+    from diffeosens import matched_noise
+
+    x = torch.zeros(0, 3, 8, 8)
+    eta = matched_noise(x, x, generator=torch.Generator().manual_seed(0))
+    assert eta.shape == (0, 3, 8, 8) and eta.dtype == x.dtype
+    assert matched_noise(x, x, match="batch").shape == (0, 3, 8, 8)
+    with pytest.raises(ValueError, match="shape"):
+        matched_noise(x, torch.zeros(1, 3, 8, 8))

@@ -582,7 +582,10 @@ def deform(
     flat = images.reshape(-1, c, h, w)
     b = flat.shape[0]
     T_b, cut_b = _prepare_T_cut(T, delta, cut, b, (h, w))
-    kmax = max_mode_index(cut_b) if b else 1
+    if b == 0:  # an empty batch (arguments checked above): nothing to deform, no randomness drawn
+        out = images.clone()
+        return (out, images.new_zeros((*lead, 2, h, w))) if return_fields else out
+    kmax = max_mode_index(cut_b)
     normals = _draw_normals(b, kmax, generator, flat.device, flat.dtype)
     out = _deform_from_normals(flat, normals, T_b, cut_b, interp).reshape(images.shape)
     if not return_fields:

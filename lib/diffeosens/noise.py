@@ -89,9 +89,11 @@ def matched_noise(
     check_finite(perturbed, "perturbed")
 
     sample_shape = clean.shape[clean.ndim - sample_dims :]
+    if clean.numel() == 0:  # an empty batch: no noise to draw
+        return torch.zeros_like(clean)
     diff = (perturbed - clean).reshape(-1, *sample_shape)
     b = diff.shape[0]
-    d = diff[0].numel() if b else 1
+    d = diff[0].numel()
     target = torch.linalg.vector_norm(diff.reshape(b, -1), dim=1, dtype=torch.float64)  # [B]
 
     draw_device = generator.device if generator is not None else clean.device
