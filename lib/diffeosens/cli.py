@@ -1,14 +1,21 @@
 """Command line: ``diffeosens sweep``, ``diffeosens measure``, ``diffeosens profiles``.
 
 Also reachable as ``python -m diffeosens ...``. Each sub-command parses its arguments and calls
-one library function.
+one library function. Every error is one line on standard error and exit status 2 (set
+``DIFFEOSENS_DEBUG=1`` for the traceback); a sweep whose cells failed exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+
+class CLIError(Exception):
+    """A user error found by the command line itself (bad path, unavailable device, ...)."""
 
 __all__ = ["main"]
 
@@ -16,14 +23,15 @@ __all__ = ["main"]
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import SweepError, run_sweep
 
+    if args.jobs < 1:
+        raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
     try:
         report = run_sweep(
             args.config, profile=args.profile, root=args.root, jobs=args.jobs, scheduler=args.scheduler,
             dask_workers=args.dask_workers, stages=args.stage, force=args.force, progress=not args.no_progress,
         )
     except SweepError as err:
-        print(f"diffeosens sweep: {err}", file=sys.stderr)
-        return 2
+        raise CLIError(str(err)) from err
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -33,19 +41,50 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     from .usermodels import measure_model
 
     layers = args.layers if args.layers in ("default", "all", "output") else [s.strip() for s in args.layers.split(",") if s.strip()]
-    try:
-        ds = measure_model(
-            args.model, checkpoint=args.checkpoint, data=args.data, root=args.root, n_probe=args.n_probe,
-            probe_seed=args.probe_seed, layers=layers, delta=args.delta, cut=args.cut, seed=args.seed,
-            batch_size=args.batch_size, init_bn=args.init_bn, device=args.device, progress=True,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"diffeosens measure: {err}", file=sys.stderr)
-        return 2
-    results.save(ds, args.out, grid={"model": args.model})
+    out = _check_out(args.out)  # before any computation
+    device = _check_device(args.device)
+    ds = measure_model(
+        args.model, checkpoint=args.checkpoint, data=args.data, root=args.root, n_probe=args.n_probe,
+        probe_seed=args.probe_seed, model_seed=args.model_seed, layers=layers, delta=args.delta, cut=args.cut, seed=args.seed,
+        batch_size=args.batch_size, init_bn=args.init_bn, device=device, progress=True,
+    )
+    results.save(ds, out, grid={"model": args.model})
     print(ds[["D", "G", "R"]].to_dataframe().to_string())
     print(f"wrote {args.out}")
     return 0
+
+
+def _check_out(out: str) -> Path:
+    """The output file must be a ``.nc`` path in an existing, writable folder (checked before computing)."""
+    path = Path(out)
+    if path.suffix != ".nc":
+        raise CLIError(f"--out must name a netCDF file ending in .nc, got {out!r}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CLIError(f"--out {out!r}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and (path.is_dir() or not os.access(path, os.W_OK))):
+        raise CLIError(f"--out {out!r}: cannot write there (permission denied or a directory)")
+    return path
+
+
+def _check_device(device: str | None) -> str | None:
+    """A device torch knows and this machine has (e.g. cpu, cuda, cuda:1)."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise CLIError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:0): {err}") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {device!r}: no CUDA GPU is available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise CLIError(f"--device {device!r}: MPS is not available on this machine; use --device cpu")
+    return device
 
 
 def _cmd_profiles(_: argparse.Namespace) -> int:
@@ -81,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--layers", default="default", help="default | all | output | comma-separated node names")
     m.add_argument("--delta", type=float, default=1.0)
     m.add_argument("--cut", type=float, default=3)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=int, default=0, help="seed of the diffeomorphism and noise draws")
+    m.add_argument("--model-seed", type=int, default=0, help="seed of the initial weights (when no --checkpoint replaces them)")
     m.add_argument("--batch-size", type=int, default=None)
     m.add_argument("--init-bn", default="running", choices=["running", "batch"])
     m.add_argument("--device", default=None)
@@ -94,8 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    args = build_parser().parse_args(argv)  # argparse itself exits with 2 and a one-line usage error
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"diffeosens {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every user-facing error is one line and exit status 2
+        if os.environ.get("DIFFEOSENS_DEBUG"):
+            raise
+        msg = " ".join(str(err).split()) or type(err).__name__
+        kind = "" if isinstance(err, (CLIError, ValueError, FileNotFoundError)) else f"{type(err).__name__}: "
+        print(f"diffeosens {args.command}: {kind}{msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -209,16 +209,22 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
     path = Path(config)
     if not path.exists():
         raise SweepError(f"no sweep config at {path}")
+    if not path.is_file():
+        raise SweepError(f"{path} is not a file; give one sweep config, e.g. configs/layers.yaml")
     try:
         cfg = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SweepError(f"{path} is not valid YAML: {err}") from err
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        raise SweepError(f"{path} is not a readable YAML file: {err}") from err
     if not isinstance(cfg, dict):
         raise SweepError(f"{path}: a sweep config is a mapping with keys experiment, profiles, stages")
     for key in ("experiment", "stages"):
         if key not in cfg:
             raise SweepError(f"{path}: missing key {key!r} (required: experiment, stages; optional: title, description, profiles)")
     experiment = str(cfg["experiment"])
+    if not isinstance(cfg["stages"], list) or not all(isinstance(st, dict) for st in cfg["stages"]):
+        raise SweepError(f"{path}: 'stages' must be a list of mappings (name, notebook, grid, ...), got {cfg['stages']!r}")
+    if cfg.get("profiles") is not None and not isinstance(cfg["profiles"], dict):
+        raise SweepError(f"{path}: 'profiles' must be a mapping profile -> variables, got {cfg['profiles']!r}")
     variables = dict((cfg.get("profiles") or {}).get(profile) or {})
     if cfg.get("profiles") and profile not in cfg["profiles"]:
         raise SweepError(f"{path}: no variables for profile {profile!r}; defined profiles: {', '.join(cfg['profiles'])}")
@@ -242,6 +248,8 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
             if not isinstance(v, list) or not v:
                 raise SweepError(f"{where}.grid.{k}: a grid axis must be a non-empty list, got {v!r}")
         needs = stage.get("needs") or []
+        if not isinstance(needs, list) or not all(isinstance(n, dict) for n in needs):
+            raise SweepError(f"{where}.needs: a list of mappings {{stage, match, param}}, got {needs!r}")
         for need in needs:
             if need.get("stage") not in by_stage:
                 raise SweepError(f"{where}.needs: stage {need.get('stage')!r} must be defined before {name!r}")

@@ -26,6 +26,8 @@ import torch
 import xarray as xr
 from torch import nn
 
+from ._check import check_seed
+
 __all__ = ["load_model", "load_state", "measure_model"]
 
 
@@ -49,10 +51,30 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def load_model(spec: str, *, checkpoint: str | os.PathLike | None = None, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    """Build the model named by ``spec`` (see the module docstring) and load ``checkpoint``."""
-    if ":" not in spec:
+def load_model(
+    spec: str, *, checkpoint: str | os.PathLike | None = None, num_classes: int = 10, in_channels: int = 3, seed: int = 0,
+) -> nn.Module:
+    """Build the model named by ``spec`` (see the module docstring) and load ``checkpoint``.
+
+    The initial weights are drawn with torch's global RNG seeded by ``seed`` inside a forked RNG
+    scope, so the same spec and seed give the same network (and the caller's stream is untouched).
+    """
+    seed = check_seed(seed)
+    if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"model spec {spec!r} must be zoo:<name>, torchvision:<name> or <module>:<factory>")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _build(spec, num_classes, in_channels)
+    if checkpoint is not None:
+        state = load_state(checkpoint)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {checkpoint} does not fit {spec}: {err}") from err
+    return model.eval()
+
+
+def _build(spec: str, num_classes: int, in_channels: int) -> nn.Module:
     kind, _, name = spec.rpartition(":") if spec.endswith(".py") else spec.partition(":")
     if kind == "zoo":
         from . import models
@@ -76,20 +98,17 @@ def load_model(spec: str, *, checkpoint: str | os.PathLike | None = None, num_cl
             sys.modules[file.stem] = module
             mod_spec.loader.exec_module(module)
         else:
-            module = importlib.import_module(module_path)
+            try:
+                module = importlib.import_module(module_path)
+            except ImportError as err:
+                raise ValueError(f"cannot import module {module_path!r} of model spec {spec!r}: {err}") from err
         fn = getattr(module, factory, None)
         if not callable(fn):
             raise ValueError(f"{module_path} has no callable {factory!r}")
         model = fn()
         if not isinstance(model, nn.Module):
             raise ValueError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
-    if checkpoint is not None:
-        state = load_state(checkpoint)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {checkpoint} does not fit {spec}: {err}") from err
-    return model.eval()
+    return model
 
 
 def measure_model(
@@ -100,15 +119,17 @@ def measure_model(
     root: str | os.PathLike | None = None,
     n_probe: int = 500,
     probe_seed: int = 0,
+    model_seed: int = 0,
     **measure_kwargs: Any,
 ) -> xr.Dataset:
-    """Load a model and measure its layer-wise profile on ``n_probe`` test images of ``data``."""
+    """Load a model (initial weights seeded by ``model_seed``) and measure its layer-wise profile
+    on ``n_probe`` test images of ``data``."""
     from .data import probe_images
     from .sensitivity import measure
 
     x, _, _ = probe_images(data, n_probe, seed=probe_seed, root=root)
-    model = load_model(spec, checkpoint=checkpoint, in_channels=x.shape[1])
+    model = load_model(spec, checkpoint=checkpoint, in_channels=x.shape[1], seed=model_seed)
     ds = measure(model, x, **measure_kwargs)
     ds.attrs.update({"model_spec": spec, "checkpoint": str(checkpoint) if checkpoint else "none", "dataset": data,
-                     "probe_seed": probe_seed})
+                     "probe_seed": probe_seed, "model_seed": model_seed})
     return ds

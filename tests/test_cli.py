@@ -1,0 +1,84 @@
+"""The command line: every user error is one line on stderr with exit status 2, found before any
+computation; the same model seed gives the same network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffeosens import cli, usermodels
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    code = cli.main(list(argv))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+def test_sweep_of_a_folder_is_a_one_line_error(capsys):
+    one_line_error(*run(capsys, "sweep", str(REPO / "configs")), "not a file")
+
+
+def test_sweep_with_malformed_stages(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("experiment: x\nstages: 5\n")
+    one_line_error(*run(capsys, "sweep", str(cfg)), "'stages' must be a list")
+    cfg.write_text("experiment: x\nstages:\n  - name: a\n    notebook: notebooks/train.ipynb\n    needs: 3\n")
+    one_line_error(*run(capsys, "sweep", str(cfg)), "needs")
+
+
+def test_measure_errors_come_before_any_computation(tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr(usermodels, "measure_model", lambda *a, **k: calls.append(a))
+    one_line_error(*run(capsys, "measure", "--model", "zoo:LeNet", "--out", str(tmp_path / "nofolder" / "x.nc")), "does not exist")
+    one_line_error(*run(capsys, "measure", "--model", "zoo:LeNet", "--out", str(tmp_path / "x.csv")), ".nc")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not __import__("os").access(locked, __import__("os").W_OK):  # root can write anywhere
+        one_line_error(*run(capsys, "measure", "--model", "zoo:LeNet", "--out", str(locked / "x.nc")), "cannot write")
+    one_line_error(*run(capsys, "measure", "--model", "zoo:LeNet", "--out", str(tmp_path / "x.nc"), "--device", "gpu7"), "not a torch device")
+    if not torch.cuda.is_available():
+        one_line_error(*run(capsys, "measure", "--model", "zoo:LeNet", "--out", str(tmp_path / "x.nc"), "--device", "cuda"), "no CUDA GPU")
+    assert calls == []
+
+
+def test_measure_bad_model_spec(tmp_path, capsys):
+    one_line_error(*run(capsys, "measure", "--model", "nosuchmod:f", "--out", str(tmp_path / "x.nc"), "--n-probe", "4"),
+                   "cannot import module 'nosuchmod'")
+    one_line_error(*run(capsys, "measure", "--model", "zoo:NoSuchNet", "--out", str(tmp_path / "x.nc"), "--n-probe", "4"), "NoSuchNet")
+
+
+def test_model_construction_is_seeded():
+    a = usermodels.load_model("zoo:VGG11bn", seed=0).state_dict()
+    b = usermodels.load_model("zoo:VGG11bn", seed=0).state_dict()
+    c = usermodels.load_model("zoo:VGG11bn", seed=1).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    before = torch.random.get_rng_state()
+    usermodels.load_model("zoo:LeNet", seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream is untouched
+
+
+def test_measure_cli_twice_gives_the_same_numbers(tmp_path, capsys):
+    import xarray as xr
+
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"m{k}.nc"
+        code, err = run(capsys, "measure", "--model", "zoo:LeNet", "--n-probe", "8", "--layers", "output", "--out", str(out))
+        assert code == 0, err
+        outs.append(xr.open_dataset(out, engine="netcdf4").load())
+    assert outs[0].G.values.tolist() == outs[1].G.values.tolist() and outs[0].D.values.tolist() == outs[1].D.values.tolist()
+    assert outs[0].attrs["model_seed"] == 0
