@@ -182,3 +182,32 @@ def test_bad_input_raises_clear_errors():
         RECIPES["cifar"].with_(learning_rate=1.0)
     with pytest.raises(ValueError, match="train_noise applies to the real-image datasets only"):
         make_loaders("twopoints", train_noise=1.0)
+
+
+def test_truncated_checkpoints_are_named_errors(tmp_path):
+    from diffeosens.sweep import _valid
+    from diffeosens.train import CheckpointError, check_checkpoint
+
+    def run():
+        loaders = make_loaders("cifar10", n_train=128, n_test=64, batch_size=64, seed=0)
+        return fit(build_model("LeNet", seed=0), loaders.train, loaders.test, "cifar", epochs=1, seed=0, out_dir=tmp_path, progress=False)
+
+    run()
+    best = tmp_path / "best.pt"
+    check_checkpoint(best)
+    assert _valid(best)
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])  # a half-written file
+    assert not _valid(best)  # a sweep does not count the cell as done
+    with pytest.raises(CheckpointError, match="best.pt"):
+        load_checkpoint(build_model("LeNet"), best)
+    with pytest.raises(CheckpointError, match=r"best.pt.*delete"):
+        run()  # the finished run cannot silently keep a broken best.pt
+    last = tmp_path / "last.pt"
+    last.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="last.pt"):
+        run()
+    with pytest.raises(CheckpointError, match="does not fit"):
+        torch.save(build_model("LeNet").state_dict(), tmp_path / "lenet.pt")
+        load_checkpoint(build_model("VGG11", width_factor=0.125), tmp_path / "lenet.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(build_model("LeNet"), tmp_path / "missing.pt")

@@ -314,6 +314,13 @@ def _valid(path: Path) -> bool:
             open_run(path, load=False)
         except ResultsError:
             return False
+    if path.suffix in (".pt", ".pth"):  # a checkpoint counts only if it loads (a truncated file does not)
+        from .train import CheckpointError, check_checkpoint
+
+        try:
+            check_checkpoint(path)
+        except CheckpointError:
+            return False
     return True
 
 

@@ -46,12 +46,14 @@ from ._check import check_choice, check_positive_int
 from .provenance import provenance, to_attr
 
 __all__ = [
+    "CheckpointError",
     "DATASETS",
     "RECIPES",
     "Loaders",
     "Recipe",
     "TrainResult",
     "build_model",
+    "check_checkpoint",
     "fit",
     "get_recipe",
     "load_checkpoint",
@@ -195,17 +197,44 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupt or holds no state dict (the message names the file)."""
+
+
+def _read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError/EOFError/UnpicklingError/... for bad files
+        raise CheckpointError(f"checkpoint {path} cannot be read (truncated or corrupt? delete it to re-run its cell): "
+                              f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from err
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
+    return state
+
+
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` (naming ``path``) unless it loads as a state dict with ``weights_only=True``."""
+    _read_checkpoint(path, map_location="cpu")
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, map_location: Any = "cpu") -> nn.Module:
     """Load a model state dict (``init.pt``/``best.pt``, or the ``model`` entry of ``last.pt``).
 
     Files are read with ``torch.load(..., weights_only=True)``. A ``module.`` prefix (from
-    ``DataParallel``) is stripped.
+    ``DataParallel``) is stripped. A missing, truncated or foreign file raises
+    :class:`CheckpointError` naming it; a state dict that does not fit ``model`` too.
     """
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    state = _read_checkpoint(path, map_location)
     state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit {type(model).__name__}: {' '.join(str(err).split())[:300]}") from err
     return model
 
 
@@ -322,7 +351,17 @@ def fit(
     hist: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "time_s")}
     start_epoch, best_acc, best_epoch, elapsed, e0, finished = 0, -1.0, -1, 0.0, None, False
     if out and resume and paths["last"].exists():
-        ck = torch.load(paths["last"], map_location=dev, weights_only=True)
+        try:
+            ck = torch.load(paths["last"], map_location=dev, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a truncated resume point is named, never a bare torch error
+            raise CheckpointError(f"resume point {paths['last']} cannot be read (truncated or corrupt?): delete it to "
+                                  f"restart this run from scratch ({type(err).__name__})") from err
+        for name in ("init", "best"):
+            if paths[name].exists() or name == "init":
+                try:
+                    check_checkpoint(paths[name])
+                except CheckpointError as err:
+                    raise CheckpointError(f"{err}; its run in {out} cannot be resumed without it: delete {out} to retrain") from err
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["rng"].cpu())
