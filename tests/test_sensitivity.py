@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -386,3 +387,17 @@ def test_seed_must_be_an_integer():
         measure(_small_cnn(), x, seed=1.5)
     with pytest.raises(TypeError, match="seed must be an integer"):
         measure_perturbed(_small_cnn(), x, {"D": x}, seed=2.0)
+
+
+def test_constant_images_warn_about_degenerate_denominators():
+    from diffeosens.sensitivity import DegenerateWarning
+
+    x = torch.full((6, 3, 16, 16), 0.5)
+    with pytest.warns(DegenerateWarning) as rec:
+        ds = measure(_small_cnn(), x, layers="output")
+    messages = [str(w.message) for w in rec]
+    assert any("do not vary" in m for m in messages) and any("R undefined" in m for m in messages), messages
+    assert float(ds.deno.max()) <= 1e-10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateWarning)
+        measure(_small_cnn(), _images(p=6), layers="output")  # ordinary probes: no warning

@@ -64,6 +64,7 @@ import math
 import operator
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,7 @@ from .noise import rescale_to_norm
 from .provenance import provenance, to_attr
 
 __all__ = [
+    "DegenerateWarning",
     "Layer",
     "SCHEMA",
     "extract_features",
@@ -864,7 +866,28 @@ def _model_description(model: nn.Module) -> dict[str, Any]:
     }
 
 
+class DegenerateWarning(UserWarning):
+    """The probe set gives an undefined or meaningless sensitivity at some layer (e.g. constant images)."""
+
+
+def _warn_degenerate(layers: list[Layer], values: dict[str, np.ndarray]) -> None:
+    """Warn when a layer's denominator vanishes (the probes do not vary there: D and G are
+    num/1e-10, inflated without meaning) or a ratio is undefined (NaN/inf)."""
+    deno = np.asarray(values["deno"], float)
+    flat = [l.name for l, d in zip(layers, deno) if not d > DENO_EPS]
+    if flat:
+        warnings.warn(
+            f"the probe images do not vary at {len(flat)} layer(s) ({', '.join(flat[:5])}{', …' if len(flat) > 5 else ''}): "
+            f"deno <= {DENO_EPS:g}, so D and G there are divided by the guard {DENO_EPS:g} and mean nothing "
+            "(constant or identical probe images?)", DegenerateWarning, stacklevel=3)
+    bad = sorted({k for k in ("D", "G", "R") if k in values and not np.isfinite(np.asarray(values[k], float)).all()})
+    if bad:
+        warnings.warn(f"{', '.join(bad)} undefined (NaN/inf) at some layer: a perturbation changed nothing there "
+                      "(num = 0) or the representation is not finite", DegenerateWarning, stacklevel=3)
+
+
 def _to_dataset(layers: list[Layer], values: dict[str, np.ndarray], attrs: dict[str, Any]) -> xr.Dataset:
+    _warn_degenerate(layers, values)
     L = len(layers)
     coords = {
         "layer": ("layer", np.arange(L)),
