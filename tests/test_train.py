@@ -211,3 +211,22 @@ def test_truncated_checkpoints_are_named_errors(tmp_path):
         load_checkpoint(build_model("VGG11", width_factor=0.125), tmp_path / "lenet.pt")
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(build_model("LeNet"), tmp_path / "missing.pt")
+
+
+def test_trained_state_follows_the_recipes_checkpoint_selection(tmp_path):
+    """The 1D recipe selects the final weights (methods §7.4: measured at the final epoch); the
+    CIFAR and 2D recipes the best-test checkpoint (§4.6)."""
+    from diffeosens.runs import TrainedRun
+
+    one_d = tmp_path / "1d"
+    train_network("ConvGAP1d", dataset="scale1d", recipe="scale1d", profile="smoke", epochs=6, n_train=32, n_test=64, out_dir=one_d, progress=False,
+                  model_options={"width": 16, "depth": 5}, task={"N": 32, "xi": 8}, recipe_overrides={"monitor_every": 2})
+    run = TrainedRun(one_d)
+    assert run.checkpoint("trained").name == "last.pt" and run.checkpoint("last").name == "last.pt"
+    last = torch.load(one_d / "last.pt", weights_only=True)["model"]
+    for k, v in run.model("trained").state_dict().items():
+        assert torch.equal(v, last[k]), k
+    assert run.test_error == pytest.approx(1 - float(run.history.test_acc.values[-1]))
+    cifar = tmp_path / "cifar"
+    train_network("LeNet", profile="smoke", epochs=1, n_train=128, n_test=64, out_dir=cifar, progress=False)
+    assert TrainedRun(cifar).checkpoint("trained").name == "best.pt"

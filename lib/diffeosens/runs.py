@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import xarray as xr
 from torch import nn
@@ -27,7 +28,9 @@ __all__ = ["STATES", "TrainedRun", "measure_run"]
 
 _STATE_FILES = {"init": "init.pt", "trained": "best.pt", "last": "last.pt"}
 #: ``init``: the run's own initial weights (BatchNorm with batch statistics, methods §4.8);
-#: ``trained``: the best-test-accuracy checkpoint (``best.pt``); ``last``: the final weights.
+#: ``trained``: the checkpoint the recipe selects (``Recipe.select``): the best-test-accuracy one
+#: (``best.pt``, the CIFAR and 2D recipes, methods §4.6) or the final weights (``last.pt``, the 1D
+#: recipe, measured "at the final epoch", methods §7.4); ``last``: the final weights.
 STATES = tuple(_STATE_FILES)
 
 
@@ -74,7 +77,14 @@ class TrainedRun:
 
     @property
     def test_error(self) -> float:
-        """1 - best test accuracy (the checkpoint the paper measures)."""
+        """1 - the test accuracy of the ``trained`` checkpoint: the best one, or the last evaluated
+        one when the recipe selects the final weights (the 1D recipe)."""
+        recipe = _json_attr(self.attrs.get("recipe"), {})
+        if isinstance(recipe, dict) and recipe.get("select") == "last":
+            acc = self.history.test_acc.values
+            acc = acc[np.isfinite(acc)]
+            if acc.size:
+                return 1.0 - float(acc[-1])
         return 1.0 - float(self.attrs["best_test_acc"])
 
     @property
@@ -98,7 +108,16 @@ class TrainedRun:
         from .train import load_checkpoint
 
         check_choice(state, STATES, "state")
-        return load_checkpoint(self.build(), self.path / _STATE_FILES[state]).eval()
+        return load_checkpoint(self.build(), self.checkpoint(state)).eval()
+
+    def checkpoint(self, state: str = "trained") -> Path:
+        """The file of ``state``; ``trained`` follows the recipe's ``select`` (see :data:`STATES`)."""
+        check_choice(state, STATES, "state")
+        if state == "trained":
+            recipe = _json_attr(self.attrs.get("recipe"), {})
+            if isinstance(recipe, dict) and recipe.get("select") == "last":
+                return self.path / _STATE_FILES["last"]
+        return self.path / _STATE_FILES[state]
 
     def probes(self, n: int, *, seed: int = 0, root: str | os.PathLike | None = None) -> torch.Tensor:
         """The probe set: ``n`` normalised test images of the run's dataset (a fixed, seeded subset).
