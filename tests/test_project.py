@@ -55,3 +55,18 @@ def test_profile_descriptions_follow_the_table():
                 assert f"hidden width {size.width}" in text
     with pytest.raises(ValueError, match="profile"):
         profiles.describe("cifar", "huge")
+
+
+def test_python_requirement_matches_the_pins_and_licence_files_exist():
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert meta["requires-python"] == ">=3.11"  # numpy 2.4 and pandas 3.1 of the pins need 3.11
+    assert "MIT License" in (REPO / "LICENSE").read_text() and meta["license"] == "MIT"
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert cff["preferred-citation"]["doi"] == "10.1088/2632-2153/ad092c"
+    pins = (REPO / "requirements.txt").read_text()
+    for unused in ("plotly", "nbmake", "\ndistributed=="):
+        assert unused not in pins, unused
+    make = (REPO / "Makefile").read_text()
+    assert re.search(r"^serve:", make, re.M) and re.search(r"^tools:", make, re.M) and "TORCH_INDEX" in make
