@@ -68,10 +68,10 @@ test: setup system-deps
 	$(PY) -m pytest
 
 sweeps: setup
-	@for e in $(EXPERIMENTS); do \
-	  echo "== sweep $$e ($(PROFILE))"; start=$$(date +%s); \
+	@i=0; n=$(words $(EXPERIMENTS)); t0=$$(date +%s); for e in $(EXPERIMENTS); do \
+	  i=$$((i + 1)); echo "== sweep $$i/$$n: $$e ($(PROFILE))"; start=$$(date +%s); \
 	  $(PY) -m diffeosens sweep configs/$$e.yaml --profile $(PROFILE) --jobs $(JOBS) --no-progress || exit 1; \
-	  echo "== sweep $$e: $$(( $$(date +%s) - start )) s"; \
+	  echo "== sweep $$i/$$n: $$e: $$(( $$(date +%s) - start )) s (total $$(( $$(date +%s) - t0 )) s)"; \
 	done
 
 book: sweeps book-only

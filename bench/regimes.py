@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"G_out {i['G_out']:.3g} -> {b['G_out']:.3g} (last {row['last']['G_out']:.3g}), R_out {b['R_out']:.3g}, "
                   f"D slope {i['D_slope']:+.2f} -> {b['D_slope']:+.2f}, G slope {i['G_slope']:+.2f} -> {b['G_slope']:+.2f}", flush=True)
     order = {c.name: k for k, c in enumerate(CANDIDATES)}
-    rows = sorted((json.loads(f.read_text()) for f in OUT.glob("*.json")), key=lambda r: order.get(r["name"], 1e9))
+    rows = sorted((json.loads(f.read_text()) for f in OUT.glob("*.json") if not f.name.startswith("scale1d_")), key=lambda r: order.get(r["name"], 1e9))
     if rows:
         write_doc(rows)
         print(table(rows))

@@ -42,13 +42,13 @@ class Size:
 TRAINING: dict[str, dict[str, Size]] = {
     "cifar": {
         "smoke": Size(epochs=1, n_train=512, n_test=256, width_factor=0.125),
-        # the paper's recipe on the whole training set, compressed to 8 epochs (docs/regimes.md)
-        "quick": Size(epochs=8, n_train=None, n_test=None, width_factor=0.25),
+        # the paper's recipe on the whole training set, compressed to 6 epochs (docs/regimes.md)
+        "quick": Size(epochs=6, n_train=None, n_test=None, width_factor=0.25),
         "paper": Size(epochs=250, n_train=None, n_test=None),
     },
     "fcn": {
         "smoke": Size(epochs=1, n_train=512, n_test=256),
-        "quick": Size(epochs=8, n_train=None, n_test=None),
+        "quick": Size(epochs=6, n_train=None, n_test=None),
         "paper": Size(epochs=250, n_train=None, n_test=None),
     },
     "scale2d": {
@@ -58,7 +58,7 @@ TRAINING: dict[str, dict[str, Size]] = {
     },
     "scale1d": {
         "smoke": Size(epochs=60, n_train=128, n_test=128, width=64),
-        "quick": Size(epochs=120, n_train=256, n_test=128, width=64),
+        "quick": Size(epochs=800, n_train=256, n_test=128, width=64),
         "paper": Size(epochs=600_000, n_train=512, n_test=128, width=1000),
     },
 }
