@@ -142,23 +142,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def replace_block(begin: str, end: str, text: str) -> None:
+    """Put ``text`` between the markers ``begin`` and ``end`` of docs/regimes.md (appended if absent)."""
+    body = DOC.read_text() if DOC.exists() else ""
+    block = f"{begin}\n{text}\n{end}"
+    body = body[: body.index(begin)] + block + body[body.index(end) + len(end):] if begin in body else body + "\n" + block + "\n"
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(body)
+
+
 def write_doc(rows: list[dict]) -> None:
     cpu = platform.processor() or platform.machine()
     try:
         model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         model = cpu
-    body = DOC.read_text() if DOC.exists() else ""
-    marker_a, marker_b = "<!-- regimes:begin -->", "<!-- regimes:end -->"
-    block = (f"{marker_a}\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({model}), torch {torch.__version__}, "
-             f"with `python bench/regimes.py` (one seed each, P = {rows[0].get('n_probe', '?')} probes, δ = 1, c = 3):\n\n"
-             f"{table(rows)}\n{marker_b}")
-    if marker_a in body:
-        body = body[: body.index(marker_a)] + block + body[body.index(marker_b) + len(marker_b):]
-    else:
-        body = body + "\n" + block + "\n"
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(body)
+    a, b = "<!-- regimes:begin -->", "<!-- regimes:end -->"
+    replace_block(a, b, f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({model}), torch {torch.__version__}, "
+                  f"with `python bench/regimes.py` (one seed each, P = {rows[0].get('n_probe', '?')} probes, δ = 1, c = 3):\n\n"
+                  f"{table(rows)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "regimes"
-DOC = HERE.parent / "docs" / "regimes.md"
+sys.path.insert(0, str(HERE))
 
 #: name -> (recipe overrides, epoch cap, width)
 CANDIDATES: dict[str, tuple[dict, int, int]] = {
@@ -79,14 +79,12 @@ def table(rows: list[dict]) -> str:
 
 
 def write_doc(rows: list[dict], n_probe: int) -> None:
-    body = DOC.read_text() if DOC.exists() else ""
-    a, b = "<!-- scale1d:begin -->", "<!-- scale1d:end -->"
-    block = (f"{a}\nMeasured {time.strftime('%Y-%m-%d')} with `python bench/scale1d_regimes.py` (ConvGAP1d, f = s = 2, ReLU, "
-             f"width {rows[0]['width']}, task T2, seed 0, 1D protocol with {n_probe} probes; log2 slopes over blocks 1–5; "
-             f"theory: D −1, G +1):\n\n{table(rows)}\n{b}")
-    body = body[: body.index(a)] + block + body[body.index(b) + len(b):] if a in body else body + "\n" + block + "\n"
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(body)
+    from regimes import replace_block  # bench/regimes.py, beside this script
+
+    replace_block("<!-- scale1d:begin -->", "<!-- scale1d:end -->",
+                  f"Measured {time.strftime('%Y-%m-%d')} with `python bench/scale1d_regimes.py` (ConvGAP1d, f = s = 2, ReLU, "
+                  f"width {rows[0]['width']}, task T2, seed 0, 1D protocol with {n_probe} probes; log2 slopes over blocks 1–5; "
+                  f"theory: D −1, G +1):\n\n{table(rows)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,21 +79,25 @@ class TrainedRun:
     def test_error(self) -> float:
         """1 - the test accuracy of the ``trained`` checkpoint: the best one, or the last evaluated
         one when the recipe selects the final weights (the 1D recipe)."""
-        recipe = _json_attr(self.attrs.get("recipe"), {})
-        if isinstance(recipe, dict) and recipe.get("select") == "last":
+        if self.recipe.get("select") == "last":
             acc = self.history.test_acc.values
             acc = acc[np.isfinite(acc)]
             if acc.size:
                 return 1.0 - float(acc[-1])
         return 1.0 - float(self.attrs["best_test_acc"])
 
+    @cached_property
+    def recipe(self) -> dict[str, Any]:
+        """The training recipe's fields, as recorded in the history (empty if not recorded)."""
+        recipe = _json_attr(self.attrs.get("recipe"), {})
+        return recipe if isinstance(recipe, dict) else {}
+
     @property
     def stopping(self) -> dict[str, float]:
         """When training stopped: ``stopped_epoch``, ``interpolation_epoch`` (-1: never reached zero
         training loss) and the recipe's ``interpolation_factor`` (the stopping rule of methods §7.4)."""
-        recipe = _json_attr(self.attrs.get("recipe"), {})
         return {"stopped_epoch": int(self.attrs.get("stopped_epoch", -1)), "interpolation_epoch": int(self.attrs.get("interpolation_epoch", -1)),
-                "interpolation_factor": float(recipe.get("interpolation_factor", float("nan"))) if isinstance(recipe, dict) else float("nan")}
+                "interpolation_factor": float(self.recipe.get("interpolation_factor", float("nan")))}
 
     def build(self) -> nn.Module:
         """A freshly initialised network of the same architecture and options."""
@@ -113,10 +117,8 @@ class TrainedRun:
     def checkpoint(self, state: str = "trained") -> Path:
         """The file of ``state``; ``trained`` follows the recipe's ``select`` (see :data:`STATES`)."""
         check_choice(state, STATES, "state")
-        if state == "trained":
-            recipe = _json_attr(self.attrs.get("recipe"), {})
-            if isinstance(recipe, dict) and recipe.get("select") == "last":
-                return self.path / _STATE_FILES["last"]
+        if state == "trained" and self.recipe.get("select") == "last":
+            return self.path / _STATE_FILES["last"]
         return self.path / _STATE_FILES[state]
 
     def probes(self, n: int, *, seed: int = 0, root: str | os.PathLike | None = None) -> torch.Tensor:
