@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._check import check_choice, check_finite, check_float_tensor, check_min_ndim
+from .validation import check_choice, check_finite, check_float_tensor, check_min_ndim
 
 __all__ = [
     "Diffeo",

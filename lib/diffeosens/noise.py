@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._check import check_choice, check_finite, check_float_tensor, check_min_ndim
+from .validation import check_choice, check_finite, check_float_tensor, check_min_ndim
 
 __all__ = ["matched_noise", "rescale_to_norm"]
 

@@ -35,7 +35,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from ._check import check_choice, check_seed
+from .validation import check_choice, check_seed
 from .models.vgg import VGG
 
 __all__ = [

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from ._check import check_choice
+from .validation import check_choice
 
 __all__ = ["MEASUREMENT", "PROFILES", "TRAINING", "Size", "describe", "measurement", "table_markdown", "training"]
 

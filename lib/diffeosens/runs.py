@@ -21,7 +21,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from ._check import check_choice
+from .validation import check_choice
 from .results import open_run
 
 __all__ = ["STATES", "TrainedRun", "measure_run"]

@@ -76,7 +76,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import diffeo
-from ._check import check_choice, check_finite, check_float_tensor, check_min_ndim, check_positive_int, check_seed
+from .validation import check_choice, check_finite, check_float_tensor, check_min_ndim, check_positive_int, check_seed
 from .noise import rescale_to_norm
 from .provenance import provenance, to_attr
 

@@ -39,7 +39,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from ._check import check_positive_int
+from .validation import check_positive_int
 
 __all__ = [
     "eigenvalue_groups",

@@ -27,7 +27,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from ._check import check_choice
+from .validation import check_choice
 from .noise import matched_noise
 from .runs import TrainedRun
 from .sensitivity import measure_perturbed

@@ -59,7 +59,7 @@ import torch
 import xarray as xr
 from torch import Tensor
 
-from ._check import check_choice, check_float_tensor, check_positive_int, check_seed
+from .validation import check_choice, check_float_tensor, check_positive_int, check_seed
 from .noise import matched_noise
 from .provenance import provenance, to_attr
 

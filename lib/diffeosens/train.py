@@ -42,7 +42,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from ._check import check_choice, check_positive_int
+from .validation import check_choice, check_positive_int
 from .provenance import provenance, to_attr
 
 __all__ = [

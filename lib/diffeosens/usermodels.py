@@ -26,7 +26,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from ._check import check_seed
+from .validation import check_seed
 
 __all__ = ["load_model", "load_state", "measure_model"]
 

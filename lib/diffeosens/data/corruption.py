@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._check import check_float_tensor, check_min_ndim, check_seed
+from ..validation import check_float_tensor, check_min_ndim, check_seed
 
 __all__ = ["GaussianCorruption", "corrupt", "noisy_test_set"]
 

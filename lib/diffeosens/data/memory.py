@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._check import check_positive_int
+from ..validation import check_positive_int
 from .corruption import _check_norm, corrupt
 
 __all__ = [

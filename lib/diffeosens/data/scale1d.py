@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._check import check_choice, check_positive_int
+from ..validation import check_choice, check_positive_int
 from .twopoints import Split, _shuffled_classes, _two_nonzero
 
 __all__ = [

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._check import check_choice, check_positive_int
+from ..validation import check_choice, check_positive_int
 
 __all__ = [
     "DISCARDED",

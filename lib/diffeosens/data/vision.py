@@ -55,7 +55,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from .._check import check_choice
+from ..validation import check_choice
 
 __all__ = [
     "CIFAR10",

@@ -16,7 +16,7 @@ with stable node names documented in each class. Default initialisation is PyTor
 import torch  # noqa: F401  (doctest namespace)
 
 from . import alexnet, convgap, dense, efficientnet, lenet, resnet, vgg  # noqa: F401  (registers the models)
-from ._registry import available, build, register_model
+from .registry import available, build, register_model
 from .activations import ACTIVATIONS, Abs, make_activation
 from .alexnet import AlexNet
 from .convgap import ConvGAP, ConvGAP1d

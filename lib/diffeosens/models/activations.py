@@ -34,7 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .._check import check_choice
+from ..validation import check_choice
 
 __all__ = ["ACTIVATIONS", "Abs", "make_activation"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._registry import check_common, register_model, scaled_width
+from .registry import check_common, register_model, scaled_width
 from .activations import make_activation
 
 __all__ = ["AlexNet"]

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._check import check_choice, check_positive_int
-from ._registry import check_common, register_model, scaled_width
+from ..validation import check_choice, check_positive_int
+from .registry import check_common, register_model, scaled_width
 from .activations import make_activation
 from .dense import SCALINGS, NTKLinear
 

@@ -11,8 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .._check import check_choice, check_positive_int
-from ._registry import check_activation, check_width_factor, register_model, scaled_width
+from ..validation import check_choice, check_positive_int
+from .registry import check_activation, check_width_factor, register_model, scaled_width
 from .activations import make_activation
 
 __all__ = ["SCALINGS", "DenseNet", "NTKLinear"]

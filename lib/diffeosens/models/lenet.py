@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._check import check_positive_int
-from ._registry import check_common, register_model, scaled_width
+from ..validation import check_positive_int
+from .registry import check_common, register_model, scaled_width
 from .activations import make_activation
 
 __all__ = ["LeNet"]

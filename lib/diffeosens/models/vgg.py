@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._registry import check_common, register_model, scaled_width
+from .registry import check_common, register_model, scaled_width
 from .activations import make_activation
 
 __all__ = ["CONFIGS", "VGG"]

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from .._check import check_positive_int
+from ..validation import check_positive_int
 from .activations import make_activation
 
 __all__ = [
