@@ -100,7 +100,7 @@ def test_identity_model_D_is_mean_displacement_over_deno_and_G_equals_D():
     deno = pairwise_mean(x.flatten(1))
     assert ds.deno.item() == pytest.approx(deno, rel=1e-10)
     # regenerate the same deformations through the engine's own counter-based stream
-    from diffeosens.sensitivity import _block_normals
+    from diffeosens.streams import standard_normals as _sn; _block_normals = lambda seed, stream, a, b, shape, dtype: _sn(seed, stream, a, b, shape, dtype=dtype)
     from diffeosens import diffeo
 
     T, c = diffeo._prepare_T_cut(None, 1.0, 3, 1, (12, 12))
@@ -198,7 +198,7 @@ def test_median_estimator_equals_brute_force():
 def test_jackknife_standard_errors_match_closed_forms():
     x = _images(p=10)
     ds = measure(nn.Identity(), x, seed=0, compute_dtype=torch.float64, n_jackknife=10)
-    from diffeosens.sensitivity import _block_normals
+    from diffeosens.streams import standard_normals as _sn; _block_normals = lambda seed, stream, a, b, shape, dtype: _sn(seed, stream, a, b, shape, dtype=dtype)
     from diffeosens import diffeo
 
     T, c = diffeo._prepare_T_cut(None, 1.0, 3, 1, (12, 12))

@@ -76,6 +76,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import diffeo
+from .streams import standard_normals, stream_id
 from .validation import check_choice, check_finite, check_float_tensor, check_min_ndim, check_positive_int, check_seed
 from .noise import rescale_to_norm
 from .provenance import provenance, to_attr
@@ -522,29 +523,6 @@ def _model_device(model: nn.Module) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device
     return torch.device("cpu")
-
-
-# ------------------------------------------------------------------------------------------------
-# Counter-based randomness
-# ------------------------------------------------------------------------------------------------
-
-_BLOCK = 64
-
-
-def _block_seed(seed: int, stream: int, block: int) -> int:
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32, stream, block]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def _block_normals(seed: int, stream: int, start: int, stop: int, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """Standard normals for items ``start..stop-1`` of a stream; item n's values depend only on (seed, stream, n)."""
-    parts = []
-    for block in range(start // _BLOCK, (stop - 1) // _BLOCK + 1):
-        g = torch.Generator().manual_seed(_block_seed(seed, stream, block))
-        z = torch.randn((_BLOCK, *shape), generator=g, dtype=dtype)
-        lo = max(start - block * _BLOCK, 0)
-        hi = min(stop - block * _BLOCK, _BLOCK)
-        parts.append(z[lo:hi])
-    return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1016,12 +994,12 @@ def measure(
             x = diffeo._deform_from_normals(x, zero, torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), "gaussian")
         probe.run(x, acc.clean_consumer(start, clone=probe.method == "hooks"))
         for k in range(n_draws):
-            normals = _block_normals(seed, 2 * k, start, stop, (2, kmax, kmax), torch.float64).to(dev, compute_dtype)
+            normals = standard_normals(seed, stream_id("diffeo", k), start, stop, (2, kmax, kmax), dtype=compute_dtype, device=dev)
             tx = diffeo._deform_from_normals(x, normals, T_b, cut_b, interp)
             target = torch.linalg.vector_norm((tx - x).reshape(stop - start, -1), dim=1, dtype=torch.float64)
             probe.run(tx, acc.perturbed_consumer("D", start))
             del tx
-            xi = _block_normals(seed, 2 * k + 1, start, stop, (C, H, W), torch.float64).to(dev, compute_dtype)
+            xi = standard_normals(seed, stream_id("noise", k), start, stop, (C, H, W), dtype=compute_dtype, device=dev)
             probe.run(x + rescale_to_norm(xi, target), acc.perturbed_consumer("G", start))
         acc.end_batch()
 
