@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from diffeosens import diffeo
+from diffeosens.diffeo import warping  # internals of the resampler under test
 from diffeosens.diffeo import (
     Diffeo,
     OverhangWarning,
@@ -17,6 +18,7 @@ from diffeosens.diffeo import (
     deform,
     max_mode_index,
     mode_sum,
+    sample_coefficients,
     sample_fields,
     temperature_for,
     temperature_range,
@@ -161,10 +163,9 @@ def test_scalar_functions_accept_per_image_tensors():
 
 def test_fields_equal_explicit_sine_sum_of_the_same_coefficients():
     h, w, cut, T = 9, 13, 3, 2e-3
-    g = torch.Generator().manual_seed(3)
-    f = sample_fields(4, (h, w), cut, T, generator=g, dtype=torch.float64)
-    # Redraw the same standard normals: [B, 2, K, K], then the mode amplitudes.
-    normals = torch.randn((4, 2, 3, 3), generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+    f = sample_fields(4, (h, w), cut, T, seed=3, dtype=torch.float64)
+    # The same standard normals [B, 2, K, K] from the public draw, then the mode amplitudes.
+    normals = sample_coefficients(4, (h, w), cut=cut, T=T, seed=3, dtype=torch.float64).normals.numpy()
     amp = np.zeros((3, 3))
     for i, j in modes_reference(cut):
         amp[i - 1, j - 1] = math.sqrt(T / (i * i + j * j))
@@ -291,13 +292,13 @@ def test_gaussian_window_equals_all_pixel_sum_at_the_border_and_far_moves():
     h, w = 14, 11
     x = torch.rand(2, 3, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     fields = sample_fields(2, (h, w), 3, temperature_for(3.0, 3, (h, w)), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    sy, sx = diffeo._source_pixels(fields)
-    window = diffeo._gaussian_window(x, sy, sx)
+    sy, sx = warping._source_pixels(fields)
+    window = warping._gaussian_window(x, sy, sx)
     for b in range(2):
         ref = gaussian_reference(x[b].numpy(), fields[b].numpy())
         np.testing.assert_allclose(window[b].numpy(), ref, atol=1e-12)
     # float32 agrees to float32 precision
-    w32 = diffeo._gaussian_window(x.float(), sy.float(), sx.float())
+    w32 = warping._gaussian_window(x.float(), sy.float(), sx.float())
     torch.testing.assert_close(w32.double(), window, atol=2e-6, rtol=0)
 
 
@@ -341,7 +342,7 @@ def test_float32_matches_float64_and_dtypes_are_kept():
 def test_chunking_does_not_change_the_result(monkeypatch):
     x = torch.rand(40, 3, 16, 16, dtype=torch.float64)
     full = deform(x, delta=1.0, generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(diffeo, "_CHUNK_PIXELS", 3 * 16 * 16)
+    monkeypatch.setattr(warping, "_CHUNK_PIXELS", 3 * 16 * 16)
     chunked = deform(x, delta=1.0, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(chunked, full, atol=1e-14, rtol=0)
 
@@ -355,7 +356,7 @@ def test_diffeo_transform_draws_per_image_parameters():
     t = Diffeo(cut_range=(2, 6), generator=torch.Generator().manual_seed(0))
     x = torch.rand(64, 3, 32, 32)
     params = t.make_params([x])
-    cut, T = params["cut"], params["T"]
+    cut, T = params["coefficients"].cut, params["coefficients"].T
     assert cut.shape == (64,) and T.shape == (64,)
     assert set(cut.tolist()) <= {2.0, 3.0, 4.0, 5.0, 6.0} and len(set(cut.tolist())) >= 4
     tmin, tmax = temperature_range(32, cut)
@@ -445,3 +446,60 @@ def test_empty_batch_is_returned_unchanged():
     with pytest.raises(ValueError):
         deform(x, delta=-1.0)  # arguments are still checked
     assert deform(torch.zeros(2, 0, 3, 16, 16), delta=1.0).shape == (2, 0, 3, 16, 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# Draw -> apply split and the counter-based stream
+# ----------------------------------------------------------------------------------------------
+
+
+def test_deform_is_sample_coefficients_then_warp():
+    x = torch.rand(6, 3, 16, 20, dtype=torch.float64)
+    coef = sample_coefficients(6, (16, 20), delta=1.5, cut=3, seed=11, dtype=torch.float64)
+    drawn_then_applied = diffeo.warp(x, coef)
+    assert torch.equal(deform(x, delta=1.5, cut=3, seed=11), drawn_then_applied)
+    assert torch.equal(deform(x, coefficients=coef), drawn_then_applied)
+    out, fields = deform(x, coefficients=coef, return_fields=True)
+    torch.testing.assert_close(fields, diffeo.fields_from_coefficients(coef, (16, 20)), rtol=0, atol=0)
+    # the warp is the pull-back of those fields
+    torch.testing.assert_close(apply_fields(x, fields), out, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="coefficients already fix"):
+        deform(x, coefficients=coef, delta=1.0)
+    with pytest.raises(ValueError, match="6 field.*5 image"):
+        deform(x[:5], coefficients=coef)
+    with pytest.raises(ValueError, match="seed or generator"):
+        sample_coefficients(2, 16, delta=1.0, seed=0, generator=torch.Generator())
+
+
+def test_image_n_gets_item_n_of_the_stream_whatever_the_batch():
+    whole = sample_coefficients(150, 32, delta=1.0, seed=5, dtype=torch.float64)
+    part = sample_coefficients(20, 32, delta=1.0, seed=5, start=60, dtype=torch.float64)
+    assert torch.equal(part.normals, whole.normals[60:80])  # crosses a block boundary (64)
+    other_draw = sample_coefficients(20, 32, delta=1.0, seed=5, start=60, draw=1, dtype=torch.float64)
+    assert not torch.equal(other_draw.normals, part.normals)
+    f32 = sample_coefficients(20, 32, delta=1.0, seed=5, start=60, dtype=torch.float32)
+    assert torch.equal(f32.normals, part.normals.float())  # drawn in float64, then cast
+    # deform applies item n to image n: a slice of the batch, deformed from `start`, agrees
+    x = torch.rand(150, 1, 32, 32, dtype=torch.float64)
+    sub = diffeo.warp(x[60:80], part)
+    torch.testing.assert_close(sub, deform(x, delta=1.0, seed=5)[60:80], rtol=0, atol=0)
+
+
+def test_with_temperature_rescales_the_same_draw():
+    coef = sample_coefficients(3, 24, delta=1.0, cut=3, seed=2, dtype=torch.float64)
+    f1 = diffeo.fields_from_coefficients(coef, 24)
+    f2 = diffeo.fields_from_coefficients(coef.with_temperature(delta=2.0, size=24), 24)
+    torch.testing.assert_close(f2, 2.0 * f1, rtol=1e-13, atol=0)  # delta is linear in sqrt(T)
+    assert torch.equal(coef.with_temperature(T=0.0).T, torch.zeros(1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="image size"):
+        coef.with_temperature(delta=1.0)
+
+
+def test_overhang_warning_points_at_the_callers_line():
+    _, t_max = temperature_range(16, 3)
+    for call in (lambda: deform(torch.rand(1, 1, 16, 16), T=2 * t_max, cut=3),
+                 lambda: sample_coefficients(1, 16, T=2 * t_max, seed=0),
+                 lambda: sample_fields(1, 16, 3, 2 * t_max, seed=0)):
+        with pytest.warns(OverhangWarning) as record:
+            call()
+        assert record[0].filename == __file__

@@ -27,6 +27,37 @@ def test_perturbation_grid_matches_norms_and_is_the_identity_at_zero():
     np.testing.assert_allclose(f10, 2 * f5, rtol=1e-12, atol=1e-14)
 
 
+class _Square(torch.nn.Module):
+    """An elementwise square: its output change depends on the direction of a perturbation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+@pytest.mark.parametrize("interp", ["linear", "gaussian"])
+def test_explorer_shows_the_fields_and_noise_that_measure_applies(interp):
+    from diffeosens.sensitivity import measure
+
+    P, seed, delta, cut = 5, 3, 1.0, 3
+    x = torch.randn(P, 2, 12, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ds = measure(_Square(), x, layers="output", delta=delta, cut=cut, seed=seed, interp=interp,
+                 compute_dtype=torch.float64, batch_size=2)
+    num_D = num_G = 0.0
+    for n in range(P):
+        g = perturbation_grid(x[n], deltas=[delta], cuts=[cut], seed=seed, item=n, interp=interp).isel(cut=0, delta=0)
+        clean = torch.as_tensor(g.original.values)  # for gaussian: smoothed at T = 0, as measure does
+        tx, noisy = torch.as_tensor(g.deformed.values), torch.as_tensor(g.noisy.values)
+        num_D += float(((tx * tx) - clean * clean).square().sum()) / P
+        num_G += float(((noisy * noisy) - clean * clean).square().sum()) / P
+    out = ds.isel(layer=-1)
+    assert float(out.num_D) == pytest.approx(num_D, rel=1e-10)
+    assert float(out.num_G) == pytest.approx(num_G, rel=1e-10)
+    # and a different image index is a different draw
+    other = perturbation_grid(x[0], deltas=[delta], cuts=[cut], seed=seed, item=1, interp=interp)
+    mine = perturbation_grid(x[0], deltas=[delta], cuts=[cut], seed=seed, item=0, interp=interp)
+    assert not np.array_equal(other.field.values, mine.field.values)
+
+
 def test_grid_explorer_links_widgets_in_javascript():
     import ipywidgets as w
 

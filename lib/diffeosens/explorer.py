@@ -110,20 +110,28 @@ def perturbation_grid(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     seed: int = 0,
+    item: int = 0,
     interp: str = "linear",
 ) -> xr.Dataset:
     r"""Deformed and noisy versions of one (normalised) image on a grid of :math:`\delta` and cut.
 
-    For each cutoff one set of standard-normal mode coefficients and one noise direction are
-    drawn (seeded), so along :math:`\delta` the same field and noise direction grow. The noise is
-    matched per image: :math:`\|\eta\| = \|\tau x - x\|`. Images are stored unnormalised (display
-    range [0, 1]) when ``mean``/``std`` are given.
+    The draws are those of :func:`diffeosens.measure` for probe image number ``item`` with the
+    same ``seed`` (first draw): the mode coefficients are item ``item`` of the seed's
+    ``"diffeo"`` stream and the noise direction item ``item`` of its ``"noise"`` stream
+    (:mod:`diffeosens.streams`). So at each cutoff one field grows along :math:`\delta`, and for
+    :math:`(\delta, c)` the field shown is the one ``measure(..., delta=δ, cut=c, seed=seed)``
+    applies to ``images[item]``. The noise is matched per image, :math:`\|\eta\| = \|\tau x - x\|`.
+    Images are stored unnormalised (display range [0, 1]) when ``mean``/``std`` are given. With
+    ``interp="gaussian"`` the clean reference (``original``, and the base of the noisy image) is
+    the image passed through the Gaussian resampler at :math:`T = 0`, as in ``measure``.
     """
-    from . import diffeo
+    from .diffeo import apply_fields, fields_from_coefficients, sample_coefficients, warp
     from .noise import rescale_to_norm
+    from .streams import standard_normals, stream_id
 
-    x = image.to(torch.float64)[None]
-    c, h, w = x.shape[1:]
+    raw = image.to(torch.float64)[None]
+    c, h, w = raw.shape[1:]
+    x = apply_fields(raw, raw.new_zeros((1, 2, h, w)), interp="gaussian") if interp == "gaussian" else raw
     mean_t = torch.tensor(mean or [0.0] * c, dtype=torch.float64).view(1, -1, 1, 1)
     std_t = torch.tensor(std or [1.0] * c, dtype=torch.float64).view(1, -1, 1, 1)
     shape = (len(cuts), len(deltas))
@@ -131,21 +139,17 @@ def perturbation_grid(
     noisy = np.zeros(shape + (c, h, w))
     fields = np.zeros(shape + (2, h, w))
     norms = np.zeros(shape)
+    xi = standard_normals(seed, stream_id("noise"), item, item + 1, (c, h, w))
     for a, cut in enumerate(cuts):
-        g = torch.Generator().manual_seed(seed * 1000 + int(cut))
-        kmax = diffeo.max_mode_index(cut)
-        normals = torch.randn((1, 2, kmax, kmax), generator=g, dtype=torch.float64)
-        xi = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        drawn = sample_coefficients(1, (h, w), cut=cut, T=0.0, seed=seed, start=item, dtype=torch.float64)
         for b, delta in enumerate(deltas):
-            T = torch.tensor([float(diffeo.temperature_for(delta, cut, (h, w)))], dtype=torch.float64)
-            cut_t = torch.tensor([float(cut)], dtype=torch.float64)
-            tx = diffeo._deform_from_normals(x, normals, T, cut_t, interp)
-            f = diffeo._fields_from_normals(normals, diffeo._amplitudes(T, cut_t, kmax), h, w)
+            coef = drawn.with_temperature(delta=delta, size=(h, w))
+            tx = warp(raw, coef, interp=interp)
             nrm = torch.linalg.vector_norm((tx - x).flatten())
             nx = x + rescale_to_norm(xi, nrm.reshape(1))
             deformed[a, b] = (tx * std_t + mean_t)[0].numpy()
             noisy[a, b] = (nx * std_t + mean_t)[0].numpy()
-            fields[a, b] = f[0].numpy()
+            fields[a, b] = fields_from_coefficients(coef, (h, w))[0].numpy()
             norms[a, b] = float(nrm)
     dims = ("cut", "delta")
     return xr.Dataset(
@@ -157,7 +161,7 @@ def perturbation_grid(
             "perturbation_norm": (dims, norms, {"long_name": "|tau x - x| = |eta| (normalised units)"}),
         },
         coords={"cut": list(cuts), "delta": list(deltas), "component": ["dx", "dy"]},
-        attrs={"schema": "diffeosens.perturbations/1", "seed": seed, "interp": interp},
+        attrs={"schema": "diffeosens.perturbations/1", "seed": seed, "item": item, "interp": interp},
     )
 
 
