@@ -88,6 +88,32 @@ def test_list_layers_on_functional_graph_and_hooks_fallback():
     assert ds.attrs["capture"] == "hooks" and np.isfinite(ds.D.values).all()
 
 
+def test_the_model_is_traced_once_per_call(monkeypatch):
+    """measure, measure_perturbed, extract_features and list_layers trace the model with torch.fx once."""
+    from torchvision.models.feature_extraction import NodePathTracer
+
+    calls = []
+    trace = NodePathTracer.trace
+
+    def counting_trace(self, root, *args, **kwargs):
+        calls.append(type(root).__name__)
+        return trace(self, root, *args, **kwargs)
+
+    monkeypatch.setattr(NodePathTracer, "trace", counting_trace)
+    net, x = _small_cnn(bn=True), _images(p=6)
+    runs = {
+        "measure": lambda: measure(net, x, n_draws=2, batch_size=4),
+        "measure median": lambda: measure(net, x, estimator="median", n_boot=2, layers="all"),
+        "measure_perturbed": lambda: measure_perturbed(net, x, {"D": x.roll(1, -1), "G": x + 0.1}, layers=["0", "2"]),
+        "extract_features": lambda: extract_features(net, x),
+        "list_layers": lambda: list_layers(net, include="all"),
+    }
+    for what, run in runs.items():
+        calls.clear()
+        run()
+        assert len(calls) == 1, (what, calls)
+
+
 # ------------------------------------------------------------------------------------------------
 # Estimators against brute force
 # ------------------------------------------------------------------------------------------------
@@ -122,6 +148,24 @@ def test_moment_identity_denominator_equals_pairwise_mean_per_layer():
     off = measure(net, x, compute_dtype=torch.float64, off_diagonal=True)
     np.testing.assert_allclose(off.deno.values, ds.deno.values * 15 / 14, rtol=1e-12)
     np.testing.assert_allclose(off.D.values, ds.D.values * 14 / 15, rtol=1e-9)
+
+
+def test_estimator_core_against_brute_force_and_measure_perturbed():
+    from diffeosens.sensitivity.estimators import DENO_EPS, guarded_ratio, mean_sq_change, pair_mean_sq_distance
+
+    a, b = _images(p=9, c=2, n=5, seed=1), _images(p=9, c=2, n=5, seed=2)
+    assert pair_mean_sq_distance(a) == pytest.approx(pairwise_mean(a.flatten(1)), rel=1e-12)  # no guard
+    assert pair_mean_sq_distance(a[:1].expand(4, -1, -1, -1)) == 0.0
+    assert mean_sq_change(b, a) == pytest.approx(float((b - a).flatten(1).square().sum(1).mean()), rel=1e-12)
+    assert guarded_ratio(2.0, 0.0) == 2.0 / DENO_EPS
+    # measure_perturbed's streamed estimators are these functions of the representations
+    net = _small_cnn(c=2)
+    ds = measure_perturbed(net, a, {"D": b}, compute_dtype=torch.float64, batch_size=4)
+    fa, fb = extract_features(net, a), extract_features(net, b)
+    for name, deno, num, D in zip(ds.layer_name.values, ds.deno.values, ds.num_D.values, ds.D.values):
+        assert deno == pytest.approx(pair_mean_sq_distance(fa[str(name)]), rel=1e-10)
+        assert num == pytest.approx(mean_sq_change(fb[str(name)], fa[str(name)]), rel=1e-12)
+        assert D == pytest.approx(guarded_ratio(num, deno), rel=1e-10)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 7])

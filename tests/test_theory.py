@@ -155,14 +155,14 @@ def test_estimators_match_brute_force():
     for k in range(3):
         a = A[k]
         pairs = (a[:, None, :] - a[None, :, :]).square().sum(-1)  # all P^2 ordered pairs, diagonal included
-        deno = float(pairs.mean()) + 1e-10
+        deno = float(pairs.mean())  # stored without the guard, as diffeosens.sensitivity does
         num_D = float((B[k] - a).square().sum(1).mean())
         num_G = np.mean([float((g[k] - a).square().sum(1).mean()) for g in Gs])
         assert ds.deno.values[k] == pytest.approx(deno, rel=1e-12)
         assert ds.num_D.values[k] == pytest.approx(num_D, rel=1e-12)
         assert ds.num_G.values[k] == pytest.approx(num_G, rel=1e-12)
-        assert ds.D.values[k] == pytest.approx(num_D / deno, rel=1e-12)
-        assert ds.G.values[k] == pytest.approx(num_G / deno, rel=1e-12)
+        assert ds.D.values[k] == pytest.approx(num_D / (deno + 1e-10), rel=1e-12)
+        assert ds.G.values[k] == pytest.approx(num_G / (deno + 1e-10), rel=1e-12)
         assert ds.R.values[k] == pytest.approx(num_D / num_G, rel=1e-12)
 
 
@@ -209,9 +209,9 @@ def test_2d_model_is_the_product_of_two_1d_models():
     N = 14
     d1 = simulate_sensitivities(depth=4, filter_size=3, stride=1, N=N, padding="circular", n_noise=1)
     d2 = simulate_sensitivities(depth=4, filter_size=3, stride=1, N=N, ndim=2, padding="circular", n_noise=1)
-    g2 = (d1.deno.values - 1e-10) / 2 + 1 / N
+    g2 = d1.deno.values / 2 + 1 / N
     np.testing.assert_allclose(d2.num_D.values, d1.num_D.values * g2, rtol=1e-10)
-    np.testing.assert_allclose(d2.deno.values - 1e-10, 2 * (g2**2 - 1 / N**2), rtol=1e-10)
+    np.testing.assert_allclose(d2.deno.values, 2 * (g2**2 - 1 / N**2), rtol=1e-10)
     assert d2.attrs["P"] == N * N and d2.n_units.values.tolist() == [N * N] * 4
 
 
@@ -249,7 +249,7 @@ def test_stride2_relu_is_exact_and_noise_piles_up():
     pred = predict(k, filter_size=2, stride=2, N=N)
     # one active unit per input: the diffeo numerator and the denominator are exact
     np.testing.assert_array_equal(ds.num_D.values, 2.0 * 2.0**-k)
-    np.testing.assert_allclose(ds.deno.values, 2 * (1 - 2.0**k / N) + 1e-10, rtol=1e-14)
+    np.testing.assert_allclose(ds.deno.values, 2 * (1 - 2.0**k / N), rtol=1e-14)
     np.testing.assert_allclose(ds.D.values, 2.0**-k / (1 - 2.0**k / N), rtol=1e-9)
     assert fit_exponent(k, ds.D * (1 - 2.0**k / N)).slope == pytest.approx(-1.0, abs=1e-9)
     assert fit_exponent(k[:5], ds.D[:5]).slope == pytest.approx(-1.0, rel=0.10)  # before the finite size shows

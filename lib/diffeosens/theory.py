@@ -42,7 +42,9 @@ Choices made here (methods §12 leaves them open; each is recorded in the result
   sites into whole cells and makes Case A exact; the default :math:`2^{L+1}+1` does not.
 * **Estimators** (methods §4): numerators are means over inputs of squared L2 changes over all
   units; the denominator is the mean over all :math:`P^2` ordered pairs, diagonal included,
-  computed as :math:`2\sum_u\mathrm{Var}_{\rm pop}` (methods §4.4) plus :math:`10^{-10}`.
+  computed as :math:`2\sum_u\mathrm{Var}_{\rm pop}` (methods §4.4) and stored without a guard;
+  :math:`D_k` and :math:`G_k` divide by :math:`\mathrm{deno}+10^{-10}`. These are the estimator core of
+  :mod:`diffeosens.sensitivity.estimators`, so both modules define D, G and deno identically.
   ``num_G`` is averaged over ``n_noise`` independent noise draws (one per input per draw).
 """
 
@@ -52,7 +54,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +64,8 @@ from torch import Tensor
 from .validation import check_choice, check_float_tensor, check_positive_int, check_seed
 from .noise import matched_noise
 from .provenance import provenance, to_attr
+from .sensitivity.estimators import DENO_EPS, guarded_ratio, mean_sq_change, pair_mean_sq_distance
+from .stats import FIT_BASES, ExponentFit, fit_exponent  # noqa: F401 - re-exported (theory.fit_exponent is stats.fit_exponent)
 
 __all__ = [
     "ACTIVATIONS",
@@ -83,10 +87,6 @@ ACTIVATIONS = ("relu", "tanh", "linear", "abs")
 PADDINGS = ("zero", "circular")
 WEIGHTS = ("average", "ones")
 POSITIONS = ("all", "central")
-FIT_BASES = ("log2", "log")
-
-#: Added to the denominator as in the reference (methods §4.3).
-DENO_EPS = 1e-10
 
 #: Constant part of the rectified noise numerator, :math:`N\sigma^2(\tfrac12-\tfrac1{2\pi}) = 1-1/\pi`.
 RECTIFIED_NOISE_VARIANCE = 1.0 - 1.0 / math.pi
@@ -389,18 +389,6 @@ def constant_filter_cnn(
 # ------------------------------------------------------------------------------------------------
 
 
-def _sq_change(b: Tensor, a: Tensor) -> float:
-    """Mean over inputs of the squared L2 change over all units (methods §4.2)."""
-    return float((b - a).reshape(a.shape[0], -1).square().sum(1).mean())
-
-
-def _deno(a: Tensor) -> float:
-    """All-ordered-pairs mean squared distance, diagonal included, via the moment identity (methods §4.3–4.4)."""
-    flat = a.reshape(a.shape[0], -1).double()
-    centred = flat - flat.mean(0, keepdim=True)
-    return 2.0 * float(centred.square().sum()) / flat.shape[0] + DENO_EPS
-
-
 def _resolve_positions(
     positions: str | Sequence[int], N: int, ndim: int, depth: int, filter_size: int, stride: int
 ) -> tuple[list[int] | None, str]:
@@ -443,10 +431,11 @@ def simulate_sensitivities(
     .. math::
         \mathrm{num}_D(k)=\frac1P\sum_n\|b_n-a_n\|^2,\quad
         \mathrm{num}_G(k)=\Big\langle\frac1P\sum_n\|g_n-a_n\|^2\Big\rangle_{\rm draws},\quad
-        \mathrm{deno}(k)=\frac1{P^2}\sum_{n,m}\|a_n-a_m\|^2+10^{-10},
+        \mathrm{deno}(k)=\frac1{P^2}\sum_{n,m}\|a_n-a_m\|^2,
 
-    :math:`D_k=\mathrm{num}_D/\mathrm{deno}`, :math:`G_k=\mathrm{num}_G/\mathrm{deno}`,
-    :math:`R_k=\mathrm{num}_D/\mathrm{num}_G`.
+    :math:`D_k=\mathrm{num}_D/(\mathrm{deno}+10^{-10})`, :math:`G_k=\mathrm{num}_G/(\mathrm{deno}+10^{-10})`,
+    :math:`R_k=\mathrm{num}_D/\mathrm{num}_G`: the estimators of :func:`diffeosens.sensitivity.measure`
+    (:mod:`diffeosens.sensitivity.estimators`).
 
     Args:
         depth, filter_size, stride, weight, bias, activation, padding: the network, see
@@ -511,19 +500,19 @@ def simulate_sensitivities(
     net = dict(depth=depth, filter_size=filter_size, stride=stride, weight=w, bias=b, activation=activation, padding=padding)
     for k, h in enumerate(_layers(batch, **net)):
         a = h[:P]
-        num_D.append(_sq_change(h[P : 2 * P], a))
-        deno.append(_deno(a))
+        num_D.append(mean_sq_change(h[P : 2 * P], a))
+        deno.append(pair_mean_sq_distance(a))
         units.append(a[0].numel())
         for r in range(n_noise):
-            num_G[r, k] = _sq_change(h[(2 + r) * P : (3 + r) * P], a)
+            num_G[r, k] = mean_sq_change(h[(2 + r) * P : (3 + r) * P], a)
 
     num_D_a, deno_a = np.asarray(num_D), np.asarray(deno)
-    G_draws = num_G / deno_a
+    G_draws = guarded_ratio(num_G, deno_a)
     R_draws = num_D_a / num_G
     se = (lambda v: v.std(0, ddof=1) / math.sqrt(n_noise)) if n_noise > 1 else (lambda v: np.full(depth, np.nan))
     values = {
-        "D": num_D_a / deno_a,
-        "G": num_G.mean(0) / deno_a,
+        "D": guarded_ratio(num_D_a, deno_a),
+        "G": guarded_ratio(num_G.mean(0), deno_a),
         "R": num_D_a / num_G.mean(0),
         "num_D": num_D_a,
         "num_G": num_G.mean(0),
@@ -717,49 +706,5 @@ def predict(
 # ------------------------------------------------------------------------------------------------
 
 
-class ExponentFit(NamedTuple):
-    """Least-squares slope and its standard error (NaN with two points)."""
-
-    slope: float
-    stderr: float
-
-
-def fit_exponent(k: Any, y: Any, *, base: str = "log2") -> ExponentFit:
-    r"""Fitted exponent of a depth law, by ordinary least squares.
-
-    * ``base="log2"``: slope :math:`a` of :math:`\log_2 y_k = a\,k + c` (exponential laws,
-      :math:`y\propto2^{ak}`; e.g. :math:`a=-1` for :math:`D_k\propto2^{-k}`).
-    * ``base="log"``: slope :math:`a` of :math:`\ln y_k = a\ln k + c` (power laws,
-      :math:`y\propto k^{a}`; e.g. :math:`a=-1` for :math:`D_k\propto k^{-1}`).
-
-    The standard error is :math:`\sqrt{\mathrm{SSR}/(n-2)/\sum_i(u_i-\bar u)^2}` with
-    :math:`u` the regressor.
-
-    >>> k = [1, 2, 3, 4]
-    >>> fit_exponent(k, [2.0**-x for x in k]).slope
-    -1.0
-    """
-    check_choice(base, FIT_BASES, "base")
-    kk = np.asarray(k, dtype=np.float64).ravel()
-    yy = np.asarray(y, dtype=np.float64).ravel()
-    if kk.size != yy.size:
-        raise ValueError(f"k and y must have the same length, got {kk.size} and {yy.size}")
-    if kk.size < 2:
-        raise ValueError(f"need at least 2 points to fit an exponent, got {kk.size}")
-    if not (np.all(np.isfinite(yy)) and np.all(yy > 0)):
-        raise ValueError("y must be finite and > 0 to take its logarithm")
-    if base == "log":
-        if not (np.all(np.isfinite(kk)) and np.all(kk > 0)):
-            raise ValueError("k must be finite and > 0 for base='log' (a fit of log y against log k)")
-        u, v = np.log(kk), np.log(yy)
-    else:
-        u, v = kk, np.log2(yy)
-    du = u - u.mean()
-    sxx = float(du @ du)
-    if sxx == 0:
-        raise ValueError("k must take at least two distinct values")
-    slope = float(du @ (v - v.mean())) / sxx
-    resid = v - v.mean() - slope * du
-    n = u.size
-    stderr = math.sqrt(float(resid @ resid) / (n - 2) / sxx) if n > 2 else float("nan")
-    return ExponentFit(slope, stderr)
+# :class:`ExponentFit`, :func:`fit_exponent` and :data:`FIT_BASES` live in :mod:`diffeosens.stats` (one
+# function for each statistic); they are imported above and re-exported from here.

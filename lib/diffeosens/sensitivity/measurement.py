@@ -1,0 +1,235 @@
+r"""The entry points: :func:`measure` (diffeomorphisms and matched noise) and :func:`measure_perturbed`.
+
+Both run a prepared copy of the model once per input kind and mini-batch (:mod:`.capture`),
+stream the representations into the estimators (:mod:`.estimators`) and return a dataset of the
+results schema (:mod:`.schema`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+import xarray as xr
+from torch import Tensor, nn
+
+from .. import diffeo
+from ..noise import rescale_to_norm
+from ..streams import standard_normals, stream_id
+from ..validation import check_choice, check_float_tensor, check_positive_int, check_seed
+from .capture import INIT_BN, build_probe, check_probe_images, resolve_device
+from .estimators import ESTIMATORS, MEDIANS, Accumulator, apply_off_diagonal
+from .schema import result_attrs, to_dataset
+
+__all__ = ["measure", "measure_perturbed"]
+
+
+def _batches(P: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    for s in range(0, P, batch_size):
+        yield s, min(s + batch_size, P)
+
+
+def _common_checks(estimator: str, init_bn: str, compute_dtype: torch.dtype, n_jackknife: int, median: str = "lower") -> None:
+    check_choice(estimator, ESTIMATORS, "estimator")
+    check_choice(median, MEDIANS, "median")
+    check_choice(init_bn, INIT_BN, "init_bn")
+    if compute_dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        raise ValueError(f"compute_dtype must be a floating torch dtype (float32 or float64), got {compute_dtype!r}")
+    check_positive_int(n_jackknife, "n_jackknife", minimum=2)
+
+
+def _device_and_batch(model: nn.Module, images: Tensor, device: Any, batch_size: int | None, init_bn: str) -> tuple[torch.device, int]:
+    """The device to run on, and the batch size (default: one full batch with batch-statistics BN)."""
+    dev = resolve_device(model, images, device)
+    P = images.shape[0]
+    if batch_size is None:
+        batch_size = P if init_bn == "batch" else min(P, 128)
+    return dev, check_positive_int(batch_size, "batch_size")
+
+
+def _progress(it: Iterable[Any], total: int, enabled: bool, desc: str) -> Iterable[Any]:
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="batch")
+
+
+def measure(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    layers: str | Sequence[str] | None = None,
+    delta: float = 1.0,
+    cut: float = 3,
+    interp: str = "linear",
+    n_draws: int = 1,
+    estimator: str = "mean",
+    median: str = "lower",
+    batch_size: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    compute_dtype: torch.dtype = torch.float32,
+    init_bn: str = "running",
+    off_diagonal: bool = False,
+    n_jackknife: int = 20,
+    n_boot: int = 20,
+    progress: bool = False,
+) -> xr.Dataset:
+    r"""Layer-wise :math:`D_k`, :math:`G_k`, :math:`R_k` of ``model`` on probe ``images``.
+
+    Args:
+        model: any module taking ``images``; it is copied, set to eval mode, cast to
+            ``compute_dtype`` and run without autograd; in-place operations are switched off.
+        images: probe inputs :math:`(P, C, H, W)` as the network sees them (e.g. normalised).
+            They may live on the CPU while the model runs on a GPU only if ``device`` is given.
+        layers: ``None``/``"default"`` (see :func:`list_layers`), ``"all"``, ``"output"`` (the
+            network output only, the paper's Fig. 1), or a list of node names.
+        delta: typical displacement in pixels (the paper: 1); ``cut``: mode cutoff (3);
+            ``interp``: ``"linear"`` (the paper), ``"nearest"`` or ``"gaussian"`` (then the clean
+            images are passed through the Gaussian resampler at :math:`T = 0` too, as in the
+            NeurIPS-2021 code, so that clean and deformed share the same smoothing).
+        n_draws: independent (diffeo, noise) draws per image; the clean forward is shared.
+        estimator: ``"mean"`` (2022) or ``"median"`` (2021, see module docstring).
+        median: with ``estimator="median"`` and an even count, ``"lower"`` (the lower middle
+            value, as ``torch.median`` in the reference code) or ``"average"`` (the mean of the
+            two middle values; about 1 % apart on D and G at P = 500).
+        batch_size: images per forward (default ``min(P, 128)``; with ``init_bn="batch"`` the
+            default is ``P``, one full batch per input kind, as in the reference).
+        seed: the seed of the counter-based random stream (recorded in the results).
+        device: where to run; default the model's device (images must then be there too).
+        compute_dtype: ``torch.float32`` (fast) or ``torch.float64`` (the reference's precision).
+        init_bn: ``"running"`` (BatchNorm uses its running statistics) or ``"batch"`` (each
+            forward batch's own statistics, the paper's treatment of untrained BN nets; clean,
+            deformed and noisy inputs are always separate batches).
+        off_diagonal: use the off-diagonal pair mean :math:`P/(P-1)\,\mathrm{deno}` (open choice O4).
+        n_jackknife: groups of the delete-a-group jackknife; ``n_boot``: median bootstrap size.
+        progress: show a tqdm progress bar over mini-batches.
+
+    Returns:
+        An :class:`xarray.Dataset` following :data:`SCHEMA` (see the module docstring).
+
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    >>> ds = measure(net, torch.randn(16, 3, 32, 32))
+    >>> ds.layer_name.values.tolist(), ds.sizes["layer"]
+    (['0', '1', '2', '4'], 4)
+    """
+    t0 = time.perf_counter()
+    check_probe_images(images)
+    diffeo._check_images(images)
+    check_choice(interp, diffeo.INTERPOLATIONS, "interp")
+    n_draws = check_positive_int(n_draws, "n_draws")
+    _common_checks(estimator, init_bn, compute_dtype, n_jackknife, median)
+    seed = check_seed(seed)
+    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
+        raise ValueError(f"delta must be a finite number >= 0 (pixels), got {delta!r}")
+    P, C, H, W = images.shape
+    dev, batch_size = _device_and_batch(model, images, device, batch_size, init_bn)
+    T_b, cut_b = diffeo._prepare_T_cut(None, delta, cut, 1, (H, W), warn_stacklevel=3)
+    kmax = diffeo.max_mode_index(cut_b)
+
+    chosen, probe = build_probe(model, images, layers, dev, compute_dtype, init_bn)
+    acc = Accumulator([l.name for l in chosen], ["D", "G"], P, estimator, min(n_jackknife, P), n_draws=n_draws, median=median)
+
+    for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
+        x = images[start:stop].to(dev, compute_dtype)
+        if interp == "gaussian":  # smooth the clean images exactly like the deformed ones (T = 0)
+            zero = torch.zeros((stop - start, 2, 1, 1), dtype=x.dtype, device=dev)
+            x = diffeo._deform_from_normals(x, zero, torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), "gaussian")
+        probe.run(x, acc.clean_consumer(start, clone=probe.method == "hooks"))
+        for k in range(n_draws):
+            normals = standard_normals(seed, stream_id("diffeo", k), start, stop, (2, kmax, kmax), dtype=compute_dtype, device=dev)
+            tx = diffeo._deform_from_normals(x, normals, T_b, cut_b, interp)
+            target = torch.linalg.vector_norm((tx - x).reshape(stop - start, -1), dim=1, dtype=torch.float64)
+            probe.run(tx, acc.perturbed_consumer("D", start))
+            del tx
+            xi = standard_normals(seed, stream_id("noise", k), start, stop, (C, H, W), dtype=compute_dtype, device=dev)
+            probe.run(x + rescale_to_norm(xi, target), acc.perturbed_consumer("G", start))
+        acc.end_batch()
+
+    values = acc.finish(("D", "G"), n_boot, seed)
+    if off_diagonal:
+        apply_off_diagonal(values, P)
+    T = float(T_b)
+    params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), delta=delta, cut=cut, T=T,
+                  interp=interp, n_draws=n_draws, estimator=estimator, median=median, batch_size=batch_size, seed=seed,
+                  compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
+                  n_jackknife=min(n_jackknife, P), n_boot=n_boot, P=P, image_shape=[C, H, W], capture=probe.method)
+    return to_dataset(chosen, values, result_attrs(params, model, estimator, dev, t0))
+
+
+def measure_perturbed(
+    model: nn.Module,
+    clean: Tensor,
+    perturbed: Mapping[str, Tensor],
+    *,
+    layers: str | Sequence[str] | None = None,
+    ratio: tuple[str, str] | None = None,
+    estimator: str = "mean",
+    median: str = "lower",
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    compute_dtype: torch.dtype = torch.float32,
+    init_bn: str = "running",
+    off_diagonal: bool = False,
+    n_jackknife: int = 20,
+    n_boot: int = 20,
+    seed: int = 0,
+    progress: bool = False,
+    channel_mean: bool = False,
+) -> xr.Dataset:
+    r"""The same estimators for user-supplied perturbations (pixel moves, any custom transform).
+
+    Args:
+        clean: :math:`(P, \dots)` clean inputs.
+        perturbed: ``{name: tensor}``, each the same shape as ``clean`` (row :math:`n` perturbs
+            input :math:`n`). Each name ``k`` gives variables ``num_k``, ``k`` (= ``num_k/deno``)
+            and their standard errors.
+        ratio: ``(a, b)`` adds ``R = num_a / num_b``; by default ``("D", "G")`` when both exist.
+        channel_mean: average every representation over its channel axis (dimension 1) before
+            flattening: the purely spatial measure of the 1D experiments (methods §4.10).
+        Other arguments as in :func:`measure` (``seed`` only seeds the median bootstrap).
+
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    >>> x = torch.randn(10, 1, 3, 4)
+    >>> ds = measure_perturbed(net, x, {"D": x.roll(1, -1), "G": x + 0.1})
+    >>> sorted(v for v in ds.data_vars if not v.endswith("_se"))
+    ['D', 'G', 'R', 'deno', 'num_D', 'num_G']
+    """
+    t0 = time.perf_counter()
+    check_probe_images(clean, "clean")
+    if not isinstance(perturbed, Mapping) or not perturbed:
+        raise ValueError("perturbed must be a non-empty dict {name: tensor of the same shape as clean}")
+    for nm, t in perturbed.items():
+        if not isinstance(nm, str) or not nm.isidentifier() or nm in ("deno", "R"):
+            raise ValueError(f"perturbation names must be identifiers other than 'deno' and 'R', got {nm!r}")
+        check_float_tensor(t, f"perturbed[{nm!r}]")
+        if t.shape != clean.shape:
+            raise ValueError(f"perturbed[{nm!r}] has shape {tuple(t.shape)}, expected the shape of clean {tuple(clean.shape)}")
+    _common_checks(estimator, init_bn, compute_dtype, n_jackknife, median)
+    seed = check_seed(seed)
+    if ratio is None and {"D", "G"} <= set(perturbed):
+        ratio = ("D", "G")
+    if ratio is not None and not set(ratio) <= set(perturbed):
+        raise ValueError(f"ratio {ratio!r} names perturbations that are not given; valid names: {sorted(perturbed)}")
+    P = clean.shape[0]
+    dev, batch_size = _device_and_batch(model, clean, device, batch_size, init_bn)
+    chosen, probe = build_probe(model, clean, layers, dev, compute_dtype, init_bn, channel_mean=channel_mean)
+    names = list(perturbed)
+    acc = Accumulator([l.name for l in chosen], names, P, estimator, min(n_jackknife, P), median=median)
+    for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
+        probe.run(clean[start:stop].to(dev, compute_dtype), acc.clean_consumer(start, clone=probe.method == "hooks"))
+        for nm in names:
+            probe.run(perturbed[nm][start:stop].to(dev, compute_dtype), acc.perturbed_consumer(nm, start))
+        acc.end_batch()
+    values = acc.finish(ratio, n_boot, seed)
+    if off_diagonal:
+        apply_off_diagonal(values, P)
+    params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), perturbations=names,
+                  ratio=list(ratio) if ratio else None, estimator=estimator, median=median, batch_size=batch_size,
+                  compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
+                  n_jackknife=min(n_jackknife, P), P=P, capture=probe.method, seed=seed, channel_mean=channel_mean)
+    return to_dataset(chosen, values, result_attrs(params, model, estimator, dev, t0))
