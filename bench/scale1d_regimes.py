@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "regimes"
 sys.path.insert(0, str(HERE))
@@ -38,11 +36,13 @@ CANDIDATES: dict[str, tuple[dict, int, int]] = {
 
 
 def _slopes(ds) -> tuple[float, float]:
-    from diffeosens.claims import _block_curve, _slope
+    """log2 slopes of D_k and G_k over the blocks claim C9 fits (all but the last two), as C9 fits them."""
+    from diffeosens.claims import block_curve
+    from diffeosens.stats import fit_exponent
 
-    k, d = _block_curve(ds, "D", drop_last=2)
-    _, g = _block_curve(ds, "G", drop_last=2)
-    return _slope(k, np.log2(d))[0], _slope(k, np.log2(g))[0]
+    k, d = block_curve(ds, "D", drop_last=2)
+    _, g = block_curve(ds, "G", drop_last=2)
+    return fit_exponent(k, d, base="log2").slope, fit_exponent(k, g, base="log2").slope
 
 
 def run(name: str, n_probe: int) -> dict:

@@ -20,8 +20,10 @@ Claims that look at several networks use **one majority rule**: the per-network 
 hold for at least :data:`MAJORITY` (75 %) of them. :func:`evaluate` runs them all for one
 profile; the book's claims page only prints its table.
 
-Seeds are aggregated as in the NeurIPS-2021 paper (open choice O9): geometric mean of D, G, R
-(arithmetic mean of the test error), with :func:`diffeosens.results.geomean`.
+Seeds are aggregated as everywhere in the package, with :func:`diffeosens.stats.seed_mean`: as in
+the NeurIPS-2021 paper (open choice O9), geometric mean of D, G, R (arithmetic mean of the test
+error). Fits and rank correlations are :func:`diffeosens.stats.fit_exponent` and
+:func:`diffeosens.stats.spearman`.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .results import geomean, output_layer
+from .results import output_layer
+from .stats import ExponentFit, fit_exponent, seed_mean, spearman
 
-__all__ = ["CLAIMS", "ERROR", "INCOMPLETE", "MAJORITY", "NOT_REPRODUCED", "NOT_RUN", "REPRODUCED", "VERDICTS", "Verdict",
-           "evaluate", "verdict_table"]
+__all__ = ["CLAIMS", "ERROR", "INCOMPLETE", "MAJORITY", "NOT_REPRODUCED", "NOT_RUN", "REPRODUCED", "VERDICTS", "Incomplete", "Verdict",
+           "block_curve", "evaluate", "verdict_table"]
 
 REPRODUCED, NOT_REPRODUCED, INCOMPLETE, NOT_RUN, ERROR = "reproduced", "not reproduced", "incomplete", "not run", "error"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCOMPLETE, NOT_RUN, ERROR)
@@ -107,35 +110,22 @@ def _seeds(ds: xr.Dataset) -> str:
     return ",".join(str(s) for s in ds.seed.values) if "seed" in ds.dims else "-"
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """OLS slope of y on x, and its standard error (NaN with fewer than 3 finite points)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 3 or np.ptp(x) == 0:
-        return math.nan, math.nan
-    xm = x - x.mean()
-    b = float((xm * (y - y.mean())).sum() / (xm**2).sum())
-    resid = y - y.mean() - b * xm
-    se = float(np.sqrt((resid**2).sum() / (len(x) - 2) / (xm**2).sum()))
-    return b, se
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation over the finite pairs (pandas); NaN with < 3 pairs or a constant variable."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
-        return math.nan  # a constant variable has no rank correlation
-    return float(pd.DataFrame({"a": a[ok], "b": b[ok]}).corr(method="spearman").iloc[0, 1])  # pandas' own, no scipy
+def _fit_defined(x: Any, y: Any, *, base: str = "log2") -> ExponentFit:
+    """:func:`~diffeosens.stats.fit_exponent` over the points with a finite ``x`` and a finite ``y > 0``
+    (padded layers of shorter networks are NaN); NaN slope and error when fewer than 3 such points
+    or a single ``x`` value remain: the callers make that "incomplete" with :func:`_finite`."""
+    x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+    ok = np.isfinite(x) & np.isfinite(y) & (y > 0) & ((x > 0) if base == "log" else True)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0:
+        return ExponentFit(math.nan, math.nan)
+    return fit_exponent(x[ok], y[ok], base=base)
 
 
 def _layer_slope(da: xr.DataArray) -> tuple[float, float]:
-    """Slope of log10(value) against relative depth over the probe points of one network."""
-    vals = da.values.astype(float)
-    depth = np.asarray(da["relative_depth"].values, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return _slope(depth, np.log10(vals))
+    """Slope of log10(value) against relative depth over the probe points of one network (and its
+    standard error): the log2 fit of :func:`~diffeosens.stats.fit_exponent` times log10 2."""
+    fit = _fit_defined(da["relative_depth"].values, da.values, base="log2")
+    return fit.slope * math.log10(2), fit.stderr * math.log10(2)
 
 
 def _finite(x: Any, what: str) -> float:
@@ -237,7 +227,7 @@ def check_c1(v: Verdict, layers: xr.Dataset | None, architectures: xr.Dataset | 
         if ds is None:
             continue
         _need_states(ds, "init")
-        r = geomean(_at(ds, delta=1.0, state="init").R)
+        r = seed_mean(_at(ds, delta=1.0, state="init").R)
         rs.append(np.asarray(r.values, float).ravel())
         v.sources += (name,)
         v.seeds = v.seeds or _seeds(ds)
@@ -278,8 +268,7 @@ def check_c2(v: Verdict, architectures: xr.Dataset | None) -> None:
     _need_states(architectures, "trained")
     ds = output_layer(_at(architectures, delta=1.0, state="trained"))
     v.sources, v.seeds = ("architectures",), _seeds(architectures)
-    err = ds.test_error.mean("seed") if "seed" in ds.test_error.dims else ds.test_error
-    rf, df = geomean(ds.R), geomean(ds.D)
+    err, rf, df = seed_mean(ds.test_error), seed_mean(ds.R), seed_mean(ds.D)
     archs = _archs(ds)
     e, r, d = (np.asarray(x.values, float).ravel() for x in (err, rf, df))
     ok = np.isfinite(e) & np.isfinite(r) & np.isfinite(d) & (e > 0) & (r > 0)
@@ -287,9 +276,10 @@ def check_c2(v: Verdict, architectures: xr.Dataset | None) -> None:
     v.numbers = {"n_nets": n, "test_error": dict(zip(archs, e.tolist())), "R_f": dict(zip(archs, r.tolist()))}
     if n < 4:
         raise Incomplete(f"only {n} network(s) with a finite error, R_f and D_f: no fit (needs 4)")
-    b, se = _slope(np.log10(r[ok]), np.log10(e[ok]))
+    b, se = _fit_defined(r[ok], e[ok], base="log")  # slope of log ε against log R_f
+    _finite(b, "the exponent b (R_f takes a single value)")
     a = 10 ** float(np.mean(np.log10(e[ok]) - b * np.log10(r[ok])))
-    rho_r, rho_d = _finite(_spearman(e[ok], r[ok]), "Spearman ρ(ε, R_f)"), _finite(_spearman(e[ok], d[ok]), "Spearman ρ(ε, D_f)")
+    rho_r, rho_d = _finite(spearman(e[ok], r[ok]), "Spearman ρ(ε, R_f)"), _finite(spearman(e[ok], d[ok]), "Spearman ρ(ε, D_f)")
     good = [x for x, o in zip(archs, ok) if o]
     fcn = [x for x in good if _is_fcn(x)]
     if not fcn or len(fcn) == len(good):
@@ -318,8 +308,8 @@ def _trained_vs_init_slopes(layers: xr.Dataset, var: str) -> dict[str, tuple[flo
     ds = _at(layers, delta=1.0)
     for arch in _archs(ds):
         a = _per_arch(ds, arch)
-        s_init = _finite(_layer_slope(geomean(a[var].sel(state="init")))[0], f"{arch}: init slope of log {var}_k")
-        s_tr = _finite(_layer_slope(geomean(a[var].sel(state="trained")))[0], f"{arch}: trained slope of log {var}_k")
+        s_init = _finite(_layer_slope(seed_mean(a[var].sel(state="init")))[0], f"{arch}: init slope of log {var}_k")
+        s_tr = _finite(_layer_slope(seed_mean(a[var].sel(state="trained")))[0], f"{arch}: trained slope of log {var}_k")
         out[arch] = (s_init, s_tr)
     return out
 
@@ -363,7 +353,7 @@ def check_c4(v: Verdict, layers: xr.Dataset | None) -> None:
     out = output_layer(ds)
     ratios, ok = {}, {}
     for arch in _archs(ds):
-        g = geomean(_per_arch(out, arch).G)
+        g = seed_mean(_per_arch(out, arch).G)
         ratios[arch] = _finite(np.log10(float(g.sel(state="trained")) / float(g.sel(state="init"))), f"{arch}: G_out trained/init")
         ok[arch] = ratios[arch] > 0 and slopes[arch][1] > 0
     vals = np.array(list(ratios.values()))
@@ -401,10 +391,10 @@ def check_c5(v: Verdict, noisy: xr.Dataset | None, *, chance_factor: float = 2.0
         net_ok = []
         for level in a.train_noise.values:
             s = a.sel(train_noise=level)
-            acc = 1 - _finite(s.test_error.sel(state="trained").mean(), f"{arch} σ={level:g}: test error")
-            r = _finite(geomean(s.R.sel(state="trained")), f"{arch} σ={level:g}: trained R_f")
-            g_tr = _finite(geomean(s.G.sel(state="trained")), f"{arch} σ={level:g}: trained G_f")
-            g_in = _finite(geomean(s.G.sel(state="init")), f"{arch} σ={level:g}: init G_f")
+            acc = 1 - _finite(seed_mean(s.test_error.sel(state="trained")).mean(), f"{arch} σ={level:g}: test error")
+            r = _finite(seed_mean(s.R.sel(state="trained")), f"{arch} σ={level:g}: trained R_f")
+            g_tr = _finite(seed_mean(s.G.sel(state="trained")), f"{arch} σ={level:g}: trained G_f")
+            g_in = _finite(seed_mean(s.G.sel(state="init")), f"{arch} σ={level:g}: init G_f")
             rows.append(f"{arch} σ={level:g}: acc {acc:.2f}, R_f {r:.2g}, G_f {g_in:.2g}→{g_tr:.2g}")
             if acc > chance_factor * 0.1:
                 good = r < 0.5 and g_tr > g_in
@@ -447,9 +437,9 @@ def check_c6(v: Verdict, pooling: xr.Dataset | None, *, threshold: float = 2.0) 
         a = _per_arch(pooling, arch)
         net_ok = True
         for var in ("D", "R"):
-            x = a[var] if var in a else (a.D / a.G if var == "R" else None)
-            x = geomean(x, "shuffle")
-            orig, shuf = geomean(x.sel(variant="original")), geomean(x.sel(variant="shuffled"))
+            x = a[var] if var in a else (a.D / a.G).rename("R")
+            x = seed_mean(x, "shuffle")
+            orig, shuf = seed_mean(x.sel(variant="original")), seed_mean(x.sel(variant="shuffled"))
             if not (np.isfinite(orig.values).all() and np.isfinite(shuf.values).all()):
                 raise Incomplete(f"{arch}: {var}_k has undefined values")
             on = channel_pooling_onset(orig, shuf, threshold=threshold)
@@ -488,9 +478,7 @@ def check_c7(v: Verdict, spectra: xr.Dataset | None, *, margin: float = 0.02) ->
     gains, ok, rows = [], {}, []
     for arch in _archs(spectra):
         a = _per_arch(spectra, arch)
-        hf = a.homogeneous_fraction
-        if "seed" in hf.dims:
-            hf = hf.mean("seed")
+        hf = seed_mean(a.homogeneous_fraction)
         tr, ini = hf.sel(state="trained"), hf.sel(state="init")
         if not (np.isfinite(tr.values).all() and np.isfinite(ini.values).all()):
             raise Incomplete(f"{arch}: undefined homogeneous fractions")
@@ -531,12 +519,12 @@ def check_c8(v: Verdict, scale2d: xr.Dataset | None, *, max_error: float = 0.2) 
         orig = tr.sel(variant="original")
         if "test_error" not in orig:
             raise Incomplete("no test error in the results")
-        err = _finite(orig.test_error.mean(), f"{arch}: test error")
-        r_out = _finite(geomean(output_layer(orig).R), f"{arch}: R_f")
-        sd = _finite(_layer_slope(geomean(orig.D))[0], f"{arch}: D_k slope")
-        sg = _finite(_layer_slope(geomean(orig.G))[0], f"{arch}: G_k slope")
+        err = _finite(seed_mean(orig.test_error).mean(), f"{arch}: test error")
+        r_out = _finite(seed_mean(output_layer(orig).R), f"{arch}: R_f")
+        sd = _finite(_layer_slope(seed_mean(orig.D))[0], f"{arch}: D_k slope")
+        sg = _finite(_layer_slope(seed_mean(orig.G))[0], f"{arch}: G_k slope")
         with np.errstate(divide="ignore", invalid="ignore"):
-            shuf_effect = _finite(np.nanmean(np.abs(np.log10(geomean(tr.D.sel(variant="shuffled")) / geomean(orig.D)))), f"{arch}: shuffling effect")
+            shuf_effect = _finite(np.nanmean(np.abs(np.log10(seed_mean(tr.D.sel(variant="shuffled")) / seed_mean(orig.D)))), f"{arch}: shuffling effect")
         parts = {f"error {err:.2f}": err < max_error, f"R_f {r_out:.2g}": r_out < 0.5, f"D slope {sd:+.2f}": sd < 0,
                  f"G slope {sg:+.2f}": sg > 0, f"shuffle |log10| {shuf_effect:.2f}": shuf_effect < np.log10(2)}
         ok.append(all(parts.values()))
@@ -549,13 +537,21 @@ def check_c8(v: Verdict, scale2d: xr.Dataset | None, *, max_error: float = 0.2) 
     v.reason = f"holds for {sum(ok)} of {len(ok)} nets" + ("; fails: " + "; ".join(bad) if bad else "")
 
 
-def _block_curve(ds: xr.Dataset, var: str, *, drop_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-block values (activation outputs) of a 1D net, indexed k = 1..L (the last ``drop_last`` left out)."""
+def block_curve(ds: xr.Dataset, var: str, *, drop_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block values of ``var`` (e.g. ``"D"``) of one 1D net (ConvGAP1d): its probe points of kind
+    ``"act"`` (the block outputs), aggregated over seeds with :func:`~diffeosens.stats.seed_mean`.
+
+    ``ds`` is the ``scale1d`` dataset of one network and state (a ``layer`` dimension, a ``layer_kind``
+    coordinate and at most a ``seed`` dimension besides). Returns ``(k, y)`` with ``k = 1..L`` as
+    floats, the last ``drop_last`` blocks left out (claim C9 leaves out the two whose receptive
+    field reaches N/2), ready for ``fit_exponent(k, y, base="log2")``. Raises :class:`Incomplete`
+    when a value is undefined (NaN, infinite or not positive) or fewer than 3 blocks remain.
+    """
     kinds = np.asarray(ds.layer_kind.values).astype(str)
-    vals = np.asarray(geomean(ds[var]).values, float)
+    vals = np.asarray(seed_mean(ds[var]).values, float)
     y = vals[np.isin(kinds, ("act",))]
-    if not np.isfinite(y).all():
-        raise Incomplete(f"undefined {var}_k values in the 1D net")
+    if not (np.isfinite(y).all() and (y > 0).all()):
+        raise Incomplete(f"undefined {var}_k values in the 1D net (NaN, infinite or not positive)")
     y = y[: len(y) - drop_last] if drop_last else y
     if len(y) < 3:
         raise Incomplete(f"only {len(y)} block(s) to fit")
@@ -577,21 +573,21 @@ def check_c9(v: Verdict, scale1d: xr.Dataset | None) -> None:
     ds = _at(scale1d, stride=2, activation="relu", protocol="1d")
     # the last two blocks (receptive field >= N/2) are dominated by the finite-size factor
     # 1/(1 - 2^k/N) of the denominator (methods §10.3): the power law is fitted on the others
-    k, d_tr = _block_curve(ds.sel(state="trained"), "D", drop_last=2)
-    _, g_tr = _block_curve(ds.sel(state="trained"), "G", drop_last=2)
-    k0, d_in = _block_curve(ds.sel(state="init"), "D", drop_last=2)
-    sd, se = _slope(k, np.log2(d_tr))
-    sg, _ = _slope(k, np.log2(g_tr))
-    sd0, _ = _slope(k0, np.log2(d_in))
+    k, d_tr = block_curve(ds.sel(state="trained"), "D", drop_last=2)
+    _, g_tr = block_curve(ds.sel(state="trained"), "G", drop_last=2)
+    k0, d_in = block_curve(ds.sel(state="init"), "D", drop_last=2)
+    sd, se = fit_exponent(k, d_tr, base="log2")
+    sg, _ = fit_exponent(k, g_tr, base="log2")
+    sd0, _ = fit_exponent(k0, d_in, base="log2")
     v.value, v.uncertainty = sd, se
     v.numbers = {"D_slope": sd, "G_slope": sg, "D_slope_init": sd0}
     v.detail = f"log2 slopes per layer: D {sd:+.2f} (init {sd0:+.2f}), G {sg:+.2f}"
     if "stride" in scale1d.dims and 1 in scale1d.stride.values:
         s1 = _at(scale1d, stride=1, activation="relu", protocol="1d").sel(state="trained")
-        k1, d1 = _block_curve(s1, "D")
-        _, g1 = _block_curve(s1, "G")
-        a, _ = _slope(np.log(k1), np.log(d1))
-        b, _ = _slope(np.log(k1), np.log(g1))
+        k1, d1 = block_curve(s1, "D")
+        _, g1 = block_curve(s1, "G")
+        a, _ = fit_exponent(k1, d1, base="log")
+        b, _ = fit_exponent(k1, g1, base="log")
         v.detail += f"; stride 1: log–log slopes D {a:+.2f} (theory −1), G {b:+.2f} (theory +½)"
     parts = {f"D slope {sd:+.2f} (theory −1)": -1.5 <= sd <= -0.5, f"G slope {sg:+.2f} (theory +1)": 0.5 <= sg <= 1.5,
              f"D slope at init {sd0:+.2f} not above trained": sd < sd0}
@@ -622,7 +618,8 @@ def check_c10(v: Verdict, theory: xr.Dataset | None, activations: xr.Dataset | N
     slopes = {}
     for act in acts:
         g = th.G.sel(activation=act)
-        slopes[act], se = _slope(g.depth.values.astype(float), np.log(g.values))
+        fit = _fit_defined(g.depth.values, g.values, base="log2")
+        slopes[act], se = fit.slope * math.log(2), fit.stderr * math.log(2)  # per layer, of ln G_k
         _finite(slopes[act], f"theory slope of ln G_k ({act})")
         if act == "relu":
             v.value, v.uncertainty = slopes[act], se
@@ -642,9 +639,9 @@ def check_c10(v: Verdict, theory: xr.Dataset | None, activations: xr.Dataset | N
     out = output_layer(ds)
     ratios, ok = {}, {}
     for arch in _archs(out):
-        g = geomean(_per_arch(out, arch).G)
+        g = seed_mean(_per_arch(out, arch).G)
         ratios[arch] = _finite(float(g.sel(activation="tanh") / g.sel(activation="default")), f"{arch}: G_f(tanh)/G_f(ReLU)")
-        sd = _finite(_layer_slope(geomean(_per_arch(ds, arch).D.sel(activation="tanh")))[0], f"{arch}: tanh D_k slope")
+        sd = _finite(_layer_slope(seed_mean(_per_arch(ds, arch).D.sel(activation="tanh")))[0], f"{arch}: tanh D_k slope")
         ok[arch] = ratios[arch] < 1 and sd < 0
     cnn_ok = _majority(list(ok.values()))
     v.detail += "; trained CNNs, G_f(tanh)/G_f(ReLU): " + ", ".join(f"{a} {r:.2g}" for a, r in ratios.items())

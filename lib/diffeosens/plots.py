@@ -1,7 +1,8 @@
 """Figures of the book and the notebooks (seaborn), built from results datasets.
 
 Every function takes an :class:`xarray.Dataset` opened with :mod:`diffeosens.results` and returns
-a matplotlib/seaborn object; book pages only call these and add text.
+a matplotlib/seaborn object; book pages only call these and add text. Seeds (and channel
+shuffles) are aggregated with :func:`diffeosens.stats.seed_mean`, as in the claims.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .results import default_root, geomean, output_layer
+from .results import default_root, output_layer
+from .stats import seed_mean
 
 __all__ = ["book_context", "layer_frame", "plot_layer_profiles", "tidy"]
 
@@ -52,10 +54,11 @@ def plot_layer_profiles(
     height: float = 2.4,
     aspect: float = 1.3,
 ) -> Any:
-    """:math:`D_k, G_k, R_k` against depth, one column per quantity (log scale)."""
+    """:math:`D_k, G_k, R_k` against depth, one column per quantity (log scale); seeds aggregated by
+    :func:`~diffeosens.stats.seed_mean`."""
     import seaborn as sns
 
-    sel = ds.sel(delta=delta) if delta is not None and "delta" in ds.dims else ds
+    sel = seed_mean(ds.sel(delta=delta) if delta is not None and "delta" in ds.dims else ds)
     df = layer_frame(sel, quantities)
     df["quantity"] = df["quantity"].map(lambda q: QUANTITY_LABELS.get(q, q))
     g = sns.relplot(df, x=x, y="value", hue=hue, col="quantity", row=row if row in df.columns else None, kind="line",
@@ -86,9 +89,7 @@ def plot_error_vs_rf(ds: xr.Dataset, *, prefactor: float = 0.2) -> Any:
     import matplotlib.pyplot as plt
 
     out = output_layer(ds.sel(state="trained", delta=1.0) if "delta" in ds.dims else ds.sel(state="trained"))
-    r = geomean(out.R)
-    err = out.test_error.mean("seed") if "seed" in out.test_error.dims else out.test_error
-    d = geomean(out.D)
+    r, err, d = seed_mean(out.R), seed_mean(out.test_error), seed_mean(out.D)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, x, name in ((axes[0], r, "$R_f$"), (axes[1], d, "$D_f$")):
         for arch in ds.arch.values:
@@ -104,10 +105,11 @@ def plot_error_vs_rf(ds: xr.Dataset, *, prefactor: float = 0.2) -> Any:
 
 
 def plot_output_sensitivities(ds: xr.Dataset, x: str, *, xscale: str = "linear") -> Any:
-    """Output :math:`D_f, G_f, R_f` against a grid dimension ``x`` (e.g. training noise), init vs trained."""
+    """Output :math:`D_f, G_f, R_f` against a grid dimension ``x`` (e.g. training noise), init vs trained
+    (seeds aggregated by :func:`~diffeosens.stats.seed_mean`)."""
     import seaborn as sns
 
-    out = output_layer(ds.sel(delta=1.0) if "delta" in ds.dims else ds)
+    out = seed_mean(output_layer(ds.sel(delta=1.0) if "delta" in ds.dims else ds))
     df = tidy(out.drop_vars([c for c in ("layer_name", "layer_kind", "depth", "relative_depth") if c in out.coords]), ["D", "G", "R"])
     df["quantity"] = df["quantity"].map(lambda q: QUANTITY_LABELS.get(q, q))
     g = sns.relplot(df, x=x, y="value", hue="state", col="quantity", style="arch" if "arch" in df and df["arch"].nunique() > 1 else None,
@@ -118,11 +120,11 @@ def plot_output_sensitivities(ds: xr.Dataset, x: str, *, xscale: str = "linear")
 
 
 def plot_variants(ds: xr.Dataset, *, var: str = "D", variant_dim: str = "variant", height: float = 2.6) -> Any:
-    """One quantity against relative depth, one panel per architecture, one line per variant."""
+    """One quantity against relative depth, one panel per architecture, one line per variant (seeds and
+    channel shuffles aggregated by :func:`~diffeosens.stats.seed_mean`)."""
     import seaborn as sns
 
-    da = ds[var]
-    da = geomean(da, "shuffle")
+    da = seed_mean(seed_mean(ds[var], "shuffle"))
     sub = da.to_dataset(name=var)
     for c in ("relative_depth", "layer_kind"):
         if c in ds.coords:
@@ -140,9 +142,7 @@ def plot_spectra(ds: xr.Dataset, arch: str) -> Any:
     """Normalised filter spectra per layer, init vs trained, for one network."""
     import matplotlib.pyplot as plt
 
-    a = ds.sel(arch=arch)
-    if "seed" in a.dims:
-        a = a.mean("seed")
+    a = seed_mean(ds.sel(arch=arch))
     layers = [l for l in a.layer.values if np.isfinite(a.S_norm.sel(state="trained", layer=l)).any()]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
     cmap = plt.get_cmap("viridis")

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .stats import geomean  # noqa: F401 - re-exported; seeds are aggregated with stats.seed_mean
+
 __all__ = [
     "SCHEMAS",
     "ResultsError",
@@ -247,10 +249,3 @@ def open_experiment(
 def output_layer(ds: xr.Dataset) -> xr.Dataset:
     """The output probe point of every network: the first layer of kind ``"output"`` (drops ``layer``)."""
     return ds.isel(layer=(ds.layer_kind == "output").argmax("layer"))
-
-
-def geomean(da: xr.DataArray, dim: str = "seed") -> xr.DataArray:
-    r"""Geometric mean :math:`\exp\langle\ln x\rangle` over ``dim`` (non-positive values ignored); ``da`` if ``dim`` is absent."""
-    if dim not in da.dims:
-        return da
-    return np.exp(np.log(da.where(da > 0)).mean(dim))
