@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_time, header, markdown_table  # noqa: E402
+from common import best_time, header, markdown_table  # noqa: E402
 
 from diffeosens import deform, temperature_for  # noqa: E402
 

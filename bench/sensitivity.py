@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_time, header, markdown_table  # noqa: E402
+from common import best_time, header, markdown_table  # noqa: E402
 
 from diffeosens import deform, matched_noise, models  # noqa: E402
 from diffeosens.data import probe_images  # noqa: E402

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, markdown_table  # noqa: E402
+from common import header, markdown_table  # noqa: E402
 
 from diffeosens.data import NORMALIZATION, load_dataset  # noqa: E402
 from diffeosens.train import RECIPES, build_model, fit, make_loaders, param_groups  # noqa: E402

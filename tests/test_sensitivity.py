@@ -12,7 +12,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from diffeosens import deform
+from diffeosens import deform, diffeo
 from diffeosens.sensitivity import extract_features, list_layers, measure, measure_perturbed
 
 torch.set_num_threads(2)
@@ -125,13 +125,10 @@ def test_identity_model_D_is_mean_displacement_over_deno_and_G_equals_D():
     assert ds.sizes["layer"] == 1 and ds.layer_kind.item() == "output"
     deno = pairwise_mean(x.flatten(1))
     assert ds.deno.item() == pytest.approx(deno, rel=1e-10)
-    # regenerate the same deformations through the engine's own counter-based stream
-    from diffeosens.streams import standard_normals as _sn; _block_normals = lambda seed, stream, a, b, shape, dtype: _sn(seed, stream, a, b, shape, dtype=dtype)
-    from diffeosens import diffeo
+    # the same deformations: deform with the seed draws item n of the same counter-based stream
+    from diffeosens.diffeo import deform
 
-    T, c = diffeo._prepare_T_cut(None, 1.0, 3, 1, (12, 12))
-    normals = _block_normals(3, 0, 0, 20, (2, 3, 3), torch.float64)
-    tx = diffeo._deform_from_normals(x, normals, T, c, "linear")
+    tx = deform(x, delta=1.0, cut=3, seed=3)
     num = float((tx - x).flatten(1).square().sum(1).mean())
     assert ds.D.item() == pytest.approx(num / deno, rel=1e-10)
     assert ds.G.item() == pytest.approx(ds.D.item(), rel=1e-12)
@@ -242,11 +239,9 @@ def test_median_estimator_equals_brute_force():
 def test_jackknife_standard_errors_match_closed_forms():
     x = _images(p=10)
     ds = measure(nn.Identity(), x, seed=0, compute_dtype=torch.float64, n_jackknife=10)
-    from diffeosens.streams import standard_normals as _sn; _block_normals = lambda seed, stream, a, b, shape, dtype: _sn(seed, stream, a, b, shape, dtype=dtype)
-    from diffeosens import diffeo
+    from diffeosens.diffeo import deform
 
-    T, c = diffeo._prepare_T_cut(None, 1.0, 3, 1, (12, 12))
-    tx = diffeo._deform_from_normals(x, _block_normals(0, 0, 0, 10, (2, 3, 3), torch.float64), T, c, "linear")
+    tx = deform(x, delta=1.0, cut=3, seed=0)
     e = (tx - x).flatten(1).square().sum(1).numpy()
     # leave-one-out jackknife of a mean = sample std / sqrt(P)
     assert ds.num_D_se.item() == pytest.approx(e.std(ddof=1) / math.sqrt(10), rel=1e-10)
@@ -445,3 +440,29 @@ def test_constant_images_warn_about_degenerate_denominators():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DegenerateWarning)
         measure(_small_cnn(), _images(p=6), layers="output")  # ordinary probes: no warning
+
+
+@pytest.mark.parametrize("estimator", ["mean", "median"])
+def test_several_deltas_share_the_draws_and_equal_separate_calls(estimator):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+    x = _images(p=12)
+    kw = dict(seed=4, compute_dtype=torch.float64, batch_size=5, estimator=estimator, n_boot=4)
+    both = measure(net, x, delta=[0.5, 1.25], **kw)
+    assert both.D.dims == ("delta", "layer") and both.deno.dims == ("layer",)
+    assert both.delta.values.tolist() == [0.5, 1.25] and both.T.dims == ("delta",)
+    for d in (0.5, 1.25):
+        one = measure(net, x, delta=d, **kw)
+        assert one.sizes["delta"] == 1 and one.delta.values.tolist() == [d]
+        for v in ("D", "G", "R", "num_D", "num_G", "D_se", "G_se", "R_se"):
+            np.testing.assert_allclose(both[v].sel(delta=d).values, one[v].sel(delta=d).values, rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(both.deno.values, one.deno.values)
+    assert float(both.num_D.isel(layer=-1, delta=1)) > float(both.num_D.isel(layer=-1, delta=0))
+    with pytest.warns(diffeo.OverhangWarning) as record:  # a fold-over warning names the caller's line
+        measure(net, x, delta=3.0, **kw)
+    assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, 1.0], [-1.0], "1", [float("nan")], [True]])
+def test_delta_must_be_distinct_numbers(bad):
+    with pytest.raises(ValueError, match="delta"):
+        measure(nn.Identity(), _images(p=4), delta=bad)

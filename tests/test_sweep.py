@@ -151,3 +151,99 @@ def test_results_store_rejects_corrupt_and_foreign_files(tmp_path):
         results.save(xr.Dataset({"x": ("layer", [1.0])}), tmp_path / "s.nc", schema="diffeosens.sensitivity/1")
     with pytest.raises(results.ResultsError, match="no results for experiment 'nothing'"):
         results.open_experiment("nothing", root=tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sizes have one source, diffeosens.profiles
+# ------------------------------------------------------------------------------------------------
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def _typed_sizes(node, where: str) -> list[str]:
+    """Every place of a config that gives a size of diffeosens.profiles a value of its own."""
+    from diffeosens.profiles import SIZE_NAMES
+
+    out = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}.{key}"
+            if key in SIZE_NAMES and not (isinstance(value, str) and value.strip() == f"${{{key}}}"):
+                out.append(f"{here} = {value!r}")
+            if key == "seed" and where.endswith(".grid") and value != "${seeds}":  # the seeds of a run are a size
+                out.append(f"{here} = {value!r} (use ${{seeds}})")
+            out += _typed_sizes(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _typed_sizes(value, f"{where}[{i}]")
+    return out
+
+
+def test_no_config_or_notebook_repeats_a_size_of_profiles():
+    import ast
+
+    import nbformat
+    import yaml
+
+    from diffeosens.profiles import SIZE_NAMES
+
+    typed = []
+    for path in CONFIGS:
+        typed += _typed_sizes(yaml.safe_load(path.read_text()), path.name)
+    for path in NOTEBOOKS:  # a parameters cell may declare a size, with no value of its own (None or {})
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if "parameters" not in cell.metadata.get("tags", []):
+                continue
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in SIZE_NAMES for t in node.targets):
+                    value = ast.literal_eval(node.value)
+                    if value not in (None, {}):
+                        typed.append(f"{path.name}: {ast.unparse(node)}")
+    assert not typed, "sizes typed outside diffeosens.profiles (set them there, refer to them here):\n  " + "\n  ".join(typed)
+
+
+def test_experiment_departures_name_real_experiments_and_reach_the_cells(tmp_path):
+    import yaml
+
+    from diffeosens import profiles
+
+    experiments = {yaml.safe_load(p.read_text())["experiment"] for p in CONFIGS}
+    assert set(profiles.EXPERIMENTS) <= experiments, set(profiles.EXPERIMENTS) - experiments
+    # the sizes each sweep runs at (the values the configs carried before they moved to profiles.py)
+    expected = {  # experiment -> profile -> (P, seeds)
+        "layers": {"smoke": (16, [0]), "quick": (200, [0]), "paper": (500, [0, 1, 2, 3])},
+        "architectures": {"smoke": (16, [0]), "quick": (500, [0]), "paper": (500, [0, 1, 2, 3])},
+        "noisy": {"smoke": (16, [0]), "quick": (300, [0]), "paper": (500, [0, 1, 2, 3])},
+        "scale2d": {"smoke": (32, [0]), "quick": (300, [0]), "paper": (500, list(range(10)))},
+        "scale1d": {"smoke": (64, [0]), "quick": (400, [0]), "paper": (812, list(range(1, 11)))},
+    }
+    for experiment, by_profile in expected.items():
+        for profile, (n_probe, seeds) in by_profile.items():
+            _, cells = load_sweep(REPO / "configs" / f"{experiment}.yaml", profile=profile, root=tmp_path)
+            measured = [c for c in cells if "n_probe" in c.params]
+            assert measured and {c.params["n_probe"] for c in measured} == {n_probe}, (experiment, profile)
+            assert sorted({c.grid["seed"] for c in cells}) == seeds, (experiment, profile)
+    # what the book's table of experiments reads (book/reproduce.md)
+    from diffeosens.sweep import profile_variables
+
+    scale1d = yaml.safe_load((REPO / "configs" / "scale1d.yaml").read_text())
+    assert profile_variables(scale1d, "paper")["seeds"] == list(range(1, 11)) and profile_variables(scale1d, "paper")["n_probe"] == 812
+    _, cells = load_sweep(REPO / "configs" / "scale1d.yaml", profile="quick", root=tmp_path)
+    train = [c for c in cells if c.stage == "train"]
+    assert train and all(c.params["recipe_overrides"] == {"monitor_every": 10, "interpolation_factor": 30} for c in train)
+
+
+def test_a_config_that_sets_a_size_is_rejected(tmp_path):
+    bad = tmp_path / "sized.yaml"
+    stage = "stages:\n  - name: a\n    notebook: tests/notebooks/cell.ipynb\n    grid: {value: [1]}\n"
+    bad.write_text("experiment: x\nprofiles:\n  smoke: {n_probe: 16}\n" + stage)
+    with pytest.raises(SweepError, match=r"profiles.smoke sets n_probe, a size of diffeosens.profiles.*EXPERIMENTS\['x'\]"):
+        load_sweep(bad, profile="smoke")
+    bad.write_text("experiment: x\nprofiles:\n  smoke: {}\n  paper: {seeds: [0, 1]}\n" + stage)
+    with pytest.raises(SweepError, match="profiles.paper sets seeds"):
+        load_sweep(bad, profile="smoke")
+    bad.write_text("experiment: x\n" + stage + "    params: {epochs: 3}\n")
+    with pytest.raises(SweepError, match=r"params: epochs is a size of diffeosens.profiles; refer to it"):
+        load_sweep(bad, profile="smoke")

@@ -185,7 +185,7 @@ def test_bad_input_raises_clear_errors():
 
 
 def test_truncated_checkpoints_are_named_errors(tmp_path):
-    from diffeosens.sweep import _valid
+    from diffeosens.sweep import output_is_valid
     from diffeosens.train import CheckpointError, check_checkpoint
 
     def run():
@@ -195,9 +195,9 @@ def test_truncated_checkpoints_are_named_errors(tmp_path):
     run()
     best = tmp_path / "best.pt"
     check_checkpoint(best)
-    assert _valid(best)
+    assert output_is_valid(best)
     best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])  # a half-written file
-    assert not _valid(best)  # a sweep does not count the cell as done
+    assert not output_is_valid(best)  # a sweep does not count the cell as done
     with pytest.raises(CheckpointError, match="best.pt"):
         load_checkpoint(build_model("LeNet"), best)
     with pytest.raises(CheckpointError, match=r"best.pt.*delete"):

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .diffeo import PAPER_DELTA
 from .results import output_layer
 from .stats import ExponentFit, fit_exponent, seed_mean, spearman
 
@@ -97,10 +98,12 @@ class NotRun(Exception):
 
 
 def _at(ds: xr.Dataset, **sel: Any) -> xr.Dataset:
-    """Select by the given values where the dimension exists (e.g. delta=1.0); a value that is
-    not among the coordinates is missing data (:class:`Incomplete`), never a nearest neighbour."""
-    ok = {k: v for k, v in sel.items() if k in ds.dims}
+    """Select by the given values (e.g. delta=PAPER_DELTA); a dimension or a value that was not measured is
+    missing data (:class:`Incomplete`), never a nearest neighbour."""
+    ok = dict(sel)
     for k, v in ok.items():
+        if k not in ds.dims:
+            raise Incomplete(f"the results have no {k!r} dimension (dimensions: {', '.join(map(str, ds.dims))})")
         if v not in ds[k].values:
             raise Incomplete(f"{k} = {v!r} was not measured (have {', '.join(map(str, ds[k].values))})")
     return ds.sel(ok)
@@ -227,7 +230,7 @@ def check_c1(v: Verdict, layers: xr.Dataset | None, architectures: xr.Dataset | 
         if ds is None:
             continue
         _need_states(ds, "init")
-        r = seed_mean(_at(ds, delta=1.0, state="init").R)
+        r = seed_mean(_at(ds, delta=PAPER_DELTA, state="init").R)
         rs.append(np.asarray(r.values, float).ravel())
         v.sources += (name,)
         v.seeds = v.seeds or _seeds(ds)
@@ -266,7 +269,7 @@ def check_c2(v: Verdict, architectures: xr.Dataset | None) -> None:
     have both the largest :math:`R_f` and the largest error. Value: :math:`b` with its OLS standard error.
     """
     _need_states(architectures, "trained")
-    ds = output_layer(_at(architectures, delta=1.0, state="trained"))
+    ds = output_layer(_at(architectures, delta=PAPER_DELTA, state="trained"))
     v.sources, v.seeds = ("architectures",), _seeds(architectures)
     err, rf, df = seed_mean(ds.test_error), seed_mean(ds.R), seed_mean(ds.D)
     archs = _archs(ds)
@@ -305,7 +308,7 @@ def _trained_vs_init_slopes(layers: xr.Dataset, var: str) -> dict[str, tuple[flo
     """Per network: (init, trained) slope of log10 ``var`` against relative depth; undefined -> Incomplete."""
     _need_states(layers, "init", "trained")
     out = {}
-    ds = _at(layers, delta=1.0)
+    ds = _at(layers, delta=PAPER_DELTA)
     for arch in _archs(ds):
         a = _per_arch(ds, arch)
         s_init = _finite(_layer_slope(seed_mean(a[var].sel(state="init")))[0], f"{arch}: init slope of log {var}_k")
@@ -349,7 +352,7 @@ def check_c4(v: Verdict, layers: xr.Dataset | None) -> None:
     """
     v.sources, v.seeds = ("layers",), _seeds(layers)
     slopes = _trained_vs_init_slopes(layers, "G")
-    ds = _at(layers, delta=1.0)
+    ds = _at(layers, delta=PAPER_DELTA)
     out = output_layer(ds)
     ratios, ok = {}, {}
     for arch in _archs(ds):
@@ -384,7 +387,7 @@ def check_c5(v: Verdict, noisy: xr.Dataset | None, *, chance_factor: float = 2.0
     """
     v.sources, v.seeds = ("noisy",), _seeds(noisy)
     _need_states(noisy, "init", "trained")
-    ds = output_layer(_at(noisy, delta=1.0))
+    ds = output_layer(_at(noisy, delta=PAPER_DELTA))
     rows, cells, per_net, bad = [], [], {}, []
     for arch in _archs(ds):
         a = _per_arch(ds, arch)
@@ -635,7 +638,7 @@ def check_c10(v: Verdict, theory: xr.Dataset | None, activations: xr.Dataset | N
     acts_run = [str(a) for a in activations.activation.values] if "activation" in activations.dims else []
     if not {"tanh", "default"} <= set(acts_run):
         raise Incomplete(f"{theory_note}; trained CNNs need both default and tanh activations, have {acts_run}")
-    ds = _at(activations, delta=1.0, state="trained")
+    ds = _at(activations, delta=PAPER_DELTA, state="trained")
     out = output_layer(ds)
     ratios, ok = {}, {}
     for arch in _archs(out):

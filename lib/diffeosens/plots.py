@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .diffeo import PAPER_DELTA
 from .results import default_root, output_layer
 from .stats import seed_mean
 
@@ -46,7 +47,7 @@ def layer_frame(ds: xr.Dataset, quantities: Sequence[str] = ("D", "G", "R")) -> 
 def plot_layer_profiles(
     ds: xr.Dataset,
     *,
-    delta: float | None = 1.0,
+    delta: float | None = PAPER_DELTA,
     x: str = "relative_depth",
     quantities: Sequence[str] = ("D", "G", "R"),
     row: str | None = "arch",
@@ -55,10 +56,12 @@ def plot_layer_profiles(
     aspect: float = 1.3,
 ) -> Any:
     """:math:`D_k, G_k, R_k` against depth, one column per quantity (log scale); seeds aggregated by
-    :func:`~diffeosens.stats.seed_mean`."""
+    :func:`~diffeosens.stats.seed_mean`. ``delta`` selects one typical displacement of a
+    ``measure`` result; ``None`` for data without a ``delta`` dimension (already selected, or
+    from ``measure_perturbed``)."""
     import seaborn as sns
 
-    sel = seed_mean(ds.sel(delta=delta) if delta is not None and "delta" in ds.dims else ds)
+    sel = seed_mean(ds.sel(delta=delta) if delta is not None else ds)
     df = layer_frame(sel, quantities)
     df["quantity"] = df["quantity"].map(lambda q: QUANTITY_LABELS.get(q, q))
     g = sns.relplot(df, x=x, y="value", hue=hue, col="quantity", row=row if row in df.columns else None, kind="line",
@@ -88,7 +91,7 @@ def plot_error_vs_rf(ds: xr.Dataset, *, prefactor: float = 0.2) -> Any:
     """Test error against :math:`R_f` (log–log) for trained nets, with :math:`\\epsilon = 0.2\\sqrt{R_f}`."""
     import matplotlib.pyplot as plt
 
-    out = output_layer(ds.sel(state="trained", delta=1.0) if "delta" in ds.dims else ds.sel(state="trained"))
+    out = output_layer(ds.sel(state="trained", delta=PAPER_DELTA))
     r, err, d = seed_mean(out.R), seed_mean(out.test_error), seed_mean(out.D)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, x, name in ((axes[0], r, "$R_f$"), (axes[1], d, "$D_f$")):
@@ -109,7 +112,7 @@ def plot_output_sensitivities(ds: xr.Dataset, x: str, *, xscale: str = "linear")
     (seeds aggregated by :func:`~diffeosens.stats.seed_mean`)."""
     import seaborn as sns
 
-    out = seed_mean(output_layer(ds.sel(delta=1.0) if "delta" in ds.dims else ds))
+    out = seed_mean(output_layer(ds.sel(delta=PAPER_DELTA)))
     df = tidy(out.drop_vars([c for c in ("layer_name", "layer_kind", "depth", "relative_depth") if c in out.coords]), ["D", "G", "R"])
     df["quantity"] = df["quantity"].map(lambda q: QUANTITY_LABELS.get(q, q))
     g = sns.relplot(df, x=x, y="value", hue="state", col="quantity", style="arch" if "arch" in df and df["arch"].nunique() > 1 else None,

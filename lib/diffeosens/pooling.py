@@ -36,6 +36,7 @@ import xarray as xr
 from torch import Tensor, nn
 
 from .validation import check_choice, check_seed
+from .models.kinds import CONVOLUTIONS, NORMALIZATIONS
 from .models.vgg import VGG
 
 __all__ = [
@@ -271,7 +272,7 @@ def mean_field_weights(model: nn.Module, *, classifier: str = "per_class") -> nn
             new = _one_channel_bn(module)
         elif isinstance(module, nn.Linear):
             new = _one_input_linear(module, classifier=classifier)
-        elif isinstance(module, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase)):
+        elif isinstance(module, CONVOLUTIONS + NORMALIZATIONS):
             raise ValueError(f"mean_field_weights cannot map layer {name!r} ({type(module).__name__}) to one channel")
         else:
             continue

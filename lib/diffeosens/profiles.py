@@ -1,4 +1,4 @@
-"""Run sizes: the ``smoke``, ``quick`` and ``paper`` profiles (open choice O14).
+"""Run sizes: the ``smoke``, ``quick`` and ``paper`` profiles (open choice O14), the one source of them.
 
 Every experiment runs at one of three sizes:
 
@@ -8,17 +8,38 @@ Every experiment runs at one of three sizes:
   epochs, fewer probe images (the regime study behind this choice: ``docs/regimes.md``);
 * ``paper``: the paper's sizes (methods §7), for a GPU or a cluster.
 
-:data:`TRAINING` scales the recipes of :mod:`diffeosens.train`; :data:`MEASUREMENT` the probe sets.
-The same table is rendered in the README and the book by :func:`table_markdown`.
+:data:`TRAINING` scales the recipes of :mod:`diffeosens.train`; :data:`MEASUREMENT` the probe sets
+and seeds; :data:`EXPERIMENTS` holds the few experiments that depart from their profile's sizes.
+The same tables are rendered in the README and the book by :func:`table_markdown`.
+
+Sizes are set here and nowhere else: a sweep config (``configs/*.yaml``) names a profile and
+refers to the sizes of its experiment as ``${n_probe}``, ``${seeds}`` and ``${recipe_overrides}``,
+which :func:`diffeosens.sweep.load_sweep` fills in from :func:`experiment_sizes`; a training run
+gets its epochs, training set and widths from :func:`training` (the ``profile`` parameter of
+``notebooks/train.ipynb``). A config that sets one of :data:`SIZE_NAMES` itself is rejected.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from .validation import check_choice
 
-__all__ = ["MEASUREMENT", "PROFILES", "TRAINING", "Size", "describe", "measurement", "table_markdown", "training"]
+__all__ = [
+    "EXPERIMENTS",
+    "MEASUREMENT",
+    "PROFILES",
+    "SIZE_NAMES",
+    "SWEEP_SIZES",
+    "TRAINING",
+    "Size",
+    "describe",
+    "experiment_sizes",
+    "measurement",
+    "table_markdown",
+    "training",
+]
 
 PROFILES = ("smoke", "quick", "paper")
 
@@ -63,12 +84,39 @@ TRAINING: dict[str, dict[str, Size]] = {
     },
 }
 
-#: Probe images (P) of the sensitivity measurements, and the number of seeds per network.
+#: Probe images (P) of the sensitivity measurements, and the number of seeds per network
+#: (seeds ``first_seed, first_seed + 1, ...``; ``first_seed`` is 0 unless an experiment says otherwise).
 MEASUREMENT: dict[str, dict[str, int]] = {
     "smoke": {"n_probe": 16, "n_seeds": 1},
     "quick": {"n_probe": 200, "n_seeds": 1},
     "paper": {"n_probe": 500, "n_seeds": 4},
 }
+
+#: Where an experiment (a sweep config's ``experiment``) departs from its profile's sizes:
+#: experiment -> profile -> any of ``n_probe``, ``n_seeds``, ``first_seed`` (over
+#: :data:`MEASUREMENT`) and ``recipe_overrides`` (recipe fields of its training runs, e.g. how far
+#: past interpolation the scale1d nets train). The only place such a departure is written.
+EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
+    "architectures": {"quick": {"n_probe": 500}},
+    "noisy": {"quick": {"n_probe": 300}},
+    "scale2d": {"smoke": {"n_probe": 32}, "quick": {"n_probe": 300}, "paper": {"n_seeds": 10}},
+    # the 1D task's probe set is the paper's 812 test points; the quick nets train 30x past
+    # interpolation: the C9 slopes need it (docs/regimes.md); the paper's seeds are 1-10
+    "scale1d": {
+        "smoke": {"n_probe": 64, "recipe_overrides": {"monitor_every": 5, "interpolation_factor": 2}},
+        "quick": {"n_probe": 400, "recipe_overrides": {"monitor_every": 10, "interpolation_factor": 30}},
+        "paper": {"n_probe": 812, "n_seeds": 10, "first_seed": 1},
+    },
+}
+
+#: The sizes a sweep config refers to (``${n_probe}``, ...), filled in by :func:`experiment_sizes`.
+SWEEP_SIZES = ("n_probe", "seeds", "recipe_overrides")
+
+#: Every name of a size set in this module: a sweep config or a notebook's parameters cell must not
+#: give any of them a value of its own.
+SIZE_NAMES = frozenset({*SWEEP_SIZES, "n_seeds", "first_seed", *(f.name for f in fields(Size))})
+
+_EXPERIMENT_KEYS = ("n_probe", "n_seeds", "first_seed", "recipe_overrides")
 
 
 #: Networks that are small at full width (below ~0.3 M parameters): reduced profiles keep their
@@ -86,10 +134,43 @@ def training(recipe: str, profile: str, arch: str | None = None) -> Size:
     return size
 
 
-def measurement(profile: str) -> dict[str, int]:
-    """Probe-set size and seeds at ``profile``."""
+def measurement(profile: str, experiment: str | None = None) -> dict[str, int]:
+    """Probe-set size ``n_probe`` and number of seeds ``n_seeds`` at ``profile`` (for ``experiment``:
+    with its departures of :data:`EXPERIMENTS`, ``first_seed`` included when it has one).
+
+    >>> measurement("quick"), measurement("quick", "noisy")
+    ({'n_probe': 200, 'n_seeds': 1}, {'n_probe': 300, 'n_seeds': 1})
+    """
     check_choice(profile, PROFILES, "profile")
-    return dict(MEASUREMENT[profile])
+    out = dict(MEASUREMENT[profile])
+    extra = EXPERIMENTS.get(experiment, {}).get(profile, {}) if experiment is not None else {}
+    out.update({k: v for k, v in extra.items() if k in ("n_probe", "n_seeds", "first_seed")})
+    return out
+
+
+def experiment_sizes(experiment: str, profile: str) -> dict[str, Any]:
+    """The sizes a sweep of ``experiment`` at ``profile`` refers to: ``n_probe``, ``seeds`` (the list
+    of seeds) and ``recipe_overrides`` (``{}`` unless :data:`EXPERIMENTS` sets some).
+
+    >>> experiment_sizes("layers", "paper")
+    {'n_probe': 500, 'seeds': [0, 1, 2, 3], 'recipe_overrides': {}}
+    >>> experiment_sizes("scale1d", "paper")["seeds"]
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    """
+    m = measurement(profile, experiment)
+    first = m.get("first_seed", 0)
+    overrides = EXPERIMENTS.get(experiment, {}).get(profile, {}).get("recipe_overrides", {})
+    return {"n_probe": m["n_probe"], "seeds": list(range(first, first + m["n_seeds"])), "recipe_overrides": dict(overrides)}
+
+
+def _check_experiments() -> None:
+    for experiment, by_profile in EXPERIMENTS.items():
+        for profile, sizes in by_profile.items():
+            if profile not in PROFILES or set(sizes) - set(_EXPERIMENT_KEYS):
+                raise ValueError(f"EXPERIMENTS[{experiment!r}][{profile!r}]: profiles are {PROFILES}, keys {_EXPERIMENT_KEYS}; got {sorted(sizes)}")
+
+
+_check_experiments()
 
 
 _WIDTH_WORDS = {1.0: "full-width", 0.5: "half-width", 0.25: "quarter-width", 0.125: "eighth-width"}
@@ -121,7 +202,7 @@ def describe(recipe: str, profile: str) -> str:
 
 def table_markdown() -> str:
     """The profiles as one Markdown table (recipe x profile)."""
-    rows = ["| recipe | profile | epochs | training set | test set | width factor | width | probes P |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| recipe | profile | epochs | training set | test set | width factor | width | probes P (unless below) |", "|---|---|---|---|---|---|---|---|"]
     for recipe, sizes in TRAINING.items():
         for profile, s in sizes.items():
             d = asdict(s)
@@ -131,4 +212,13 @@ def table_markdown() -> str:
             )
     rows.append("")
     rows.append(f"Small networks ({', '.join(sorted(SMALL_NETS))}) keep their full width at every profile.")
+    rows += ["", "Experiments whose sizes depart from their profile's (seeds: the list of training seeds):", "",
+             "| experiment | profile | probes P | seeds | recipe overrides |", "|---|---|---|---|---|"]
+    for experiment, by_profile in EXPERIMENTS.items():
+        for profile in PROFILES:
+            if profile in by_profile:
+                s = experiment_sizes(experiment, profile)
+                seeds = s["seeds"] if len(s["seeds"]) < 3 else [s["seeds"][0], "…", s["seeds"][-1]]
+                overrides = ", ".join(f"{k} = {v}" for k, v in s["recipe_overrides"].items()) or "-"
+                rows.append(f"| {experiment} | {profile} | {s['n_probe']} | {', '.join(map(str, seeds))} | {overrides} |")
     return "\n".join(rows)

@@ -6,7 +6,7 @@ Layout (written by :mod:`diffeosens.sweep`)::
     results/<profile>/<experiment>/<cell-id>.ipynb  the executed notebook that wrote it
     results/<profile>/runs/<stage>/<cell-id>/       shared training runs (checkpoints, history.nc)
 
-Every file carries ``attrs["schema"]`` (what it holds, e.g. ``"diffeosens.sensitivity/1"``) and
+Every file carries ``attrs["schema"]`` (what it holds, e.g. ``"diffeosens.sensitivity/2"``) and
 ``attrs["grid"]``, a JSON dict of the sweep-grid values of its cell (e.g. ``{"arch": "VGG11",
 "seed": 0, "state": "trained"}``). :func:`open_experiment` turns those values into dimensions
 and combines every run of an experiment by coordinates.
@@ -40,11 +40,12 @@ __all__ = [
 
 #: Required content per schema: (dimensions, variables, attributes).
 SCHEMAS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
-    "diffeosens.sensitivity/1": (
-        ("layer",),
-        ("D", "G", "R", "num_D", "num_G", "deno", "D_se", "G_se", "R_se"),
+    "diffeosens.sensitivity/2": (  # sensitivity.measure: delta is always a dimension
+        ("delta", "layer"),
+        ("D", "G", "R", "num_D", "num_G", "deno", "D_se", "G_se", "R_se", "T"),
         ("P", "estimator", "provenance"),
     ),
+    "diffeosens.perturbed/1": (("layer",), ("deno",), ("P", "estimator", "provenance")),  # sensitivity.measure_perturbed
     "diffeosens.table/1": ((), (), ()),  # any small table (claims, summaries, test cells)
     "diffeosens.perturbations/1": (("cut", "delta"), ("original", "deformed", "noisy", "field", "perturbation_norm"), ("seed",)),
     "diffeosens.spectra/1": (("layer", "eigenvalue"), ("S", "S_norm", "homogeneous_fraction"), ()),

@@ -21,6 +21,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from .diffeo import PAPER_DELTA
 from .validation import check_choice
 from .results import open_run
 
@@ -143,7 +144,7 @@ def measure_run(
     state: str = "trained",
     n_probe: int = 500,
     probe_seed: int = 0,
-    deltas: Sequence[float] | float = 1.0,
+    deltas: Sequence[float] | float = PAPER_DELTA,
     root: str | os.PathLike | None = None,
     model: nn.Module | None = None,
     **measure_kwargs: Any,
@@ -151,9 +152,10 @@ def measure_run(
     """Measure a run's network at ``state`` on its probe set, at one or several ``deltas``.
 
     At initialisation BatchNorm uses batch statistics (``init_bn="batch"``, methods §4.8), unless
-    ``init_bn`` is given. Several ``deltas`` give a dataset with a ``delta`` dimension. The run's
-    architecture, dataset, activation, training noise and test error are added as attributes.
-    ``model`` replaces the checkpoint's network (e.g. a channel-shuffled copy).
+    ``init_bn`` is given. The result has a ``delta`` dimension (one entry for a single value);
+    all values share the clean forward pass and the draws. The run's architecture, dataset,
+    activation, training noise and test error are added as attributes. ``model`` replaces the
+    checkpoint's network (e.g. a channel-shuffled copy).
     """
     from .sensitivity import measure
 
@@ -161,13 +163,7 @@ def measure_run(
     net = model if model is not None else run.model(state)
     x = run.probes(n_probe, seed=probe_seed, root=root)
     measure_kwargs.setdefault("init_bn", "batch" if state == "init" else "running")
-    many = not isinstance(deltas, (int, float))
-    values = list(deltas) if many else [deltas]
-    parts = [measure(net, x, delta=float(d), **measure_kwargs) for d in values]
-    ds = xr.concat([p.expand_dims(delta=[float(d)]) for p, d in zip(parts, values)], "delta", combine_attrs="override") if many else parts[0]
-    if many:
-        ds.attrs["delta"] = json.dumps(values)
-        ds.attrs["T"] = json.dumps([float(p.attrs["T"]) for p in parts])
+    ds = measure(net, x, delta=deltas, **measure_kwargs)
     ds.attrs.update({
         "arch": run.arch, "dataset": run.dataset, "activation": run.activation, "train_noise": run.train_noise,
         "state": state, "test_error": run.test_error if state != "init" else float("nan"),

@@ -39,6 +39,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
+from .models.kinds import CONVOLUTIONS
 from .validation import check_positive_int
 
 __all__ = [
@@ -267,7 +268,7 @@ def model_spectra(model: nn.Module, *, min_size: int = 3) -> xr.Dataset:
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     for name, mod in model.named_modules():
-        if not isinstance(mod, nn.modules.conv._ConvNd):
+        if not isinstance(mod, CONVOLUTIONS):
             continue
         k = tuple(mod.kernel_size)
         if not isinstance(mod, nn.Conv2d):

@@ -4,10 +4,10 @@ A sweep is described by a YAML config (``configs/<experiment>.yaml``)::
 
     experiment: layers                 # results go to results/<profile>/layers/
     title: Sensitivity through the layers
-    profiles:                          # variables, one set per profile
-      smoke: {archs: [LeNet], seeds: [0], n_probe: 16}
-      quick: {archs: [LeNet, VGG11bn], seeds: [0], n_probe: 200}
-      paper: {archs: [LeNet, VGG11bn, ResNet18], seeds: [0, 1, 2, 3], n_probe: 500}
+    profiles:                          # variables, one set per profile (no sizes: see below)
+      smoke: {archs: [LeNet]}
+      quick: {archs: [LeNet, VGG11bn]}
+      paper: {archs: [LeNet, VGG11bn, ResNet18]}
     stages:
       - name: train
         notebook: notebooks/train.ipynb
@@ -32,6 +32,14 @@ A sweep is described by a YAML config (``configs/<experiment>.yaml``)::
 ``${name}`` is replaced by the profile's variable (``${profile}`` by the profile's name); a value
 that is exactly ``${name}`` takes the variable's type (e.g. a list for a grid axis). Inside YAML
 flow collections (``{...}``, ``[...]``) quote it: ``"${name}"``.
+
+Sizes come from :mod:`diffeosens.profiles` only: ``${n_probe}``, ``${seeds}`` (the list of seeds)
+and ``${recipe_overrides}`` are the experiment's sizes at the profile
+(:func:`~diffeosens.profiles.experiment_sizes`, with its departures in
+:data:`~diffeosens.profiles.EXPERIMENTS`), and training runs get theirs from ``profile``. A
+config that sets a size itself (a profile variable named like one of
+:data:`~diffeosens.profiles.SIZE_NAMES`, or a literal value for such a stage parameter) is a
+:class:`SweepError`.
 
 Every grid cell is one papermill execution. Its id is readable plus a hash of everything that
 defines it (``arch=VGG11_seed=0-1a2b3c4d``). Papermill parameters are the stage's ``params``,
@@ -73,7 +81,7 @@ import yaml
 from . import profiles as _profiles
 from .results import ResultsError, default_root, open_run
 
-__all__ = ["Cell", "CellResult", "SweepError", "SweepReport", "load_sweep", "run_cell", "run_sweep"]
+__all__ = ["Cell", "CellResult", "SweepError", "SweepReport", "is_done", "load_sweep", "output_is_valid", "profile_variables", "run_cell", "run_sweep"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -159,6 +167,11 @@ def _substitute(value: Any, variables: Mapping[str, Any], where: str) -> Any:
     return value
 
 
+def _is_reference(value: Any) -> bool:
+    """``value`` is exactly one ``${name}`` (a reference to a variable, not a value of its own)."""
+    return isinstance(value, str) and _VAR.fullmatch(value.strip()) is not None
+
+
 def _slug(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")[:40] or "x"
@@ -202,6 +215,26 @@ def _resolve_notebook(path: str, config_path: Path) -> Path:
     raise SweepError(f"notebook {path!r} not found (looked next to {config_path} and in {_repo_root()})")
 
 
+def profile_variables(cfg: Mapping[str, Any], profile: str, *, where: str = "config") -> dict[str, Any]:
+    """The variables of a parsed sweep config at ``profile``: its own (``profiles.<profile>``), the
+    experiment's sizes from :func:`diffeosens.profiles.experiment_sizes` (``n_probe``, ``seeds``,
+    ``recipe_overrides``) and ``profile``. A config that sets a size itself is a :class:`SweepError`.
+    """
+    if profile not in _profiles.PROFILES:
+        raise SweepError(f"unknown profile {profile!r}; valid profiles: {', '.join(_profiles.PROFILES)}")
+    experiment = str(cfg.get("experiment", ""))
+    for prof, values in (cfg.get("profiles") or {}).items():
+        sizes = sorted(set(values or {}) & _profiles.SIZE_NAMES)
+        if sizes:
+            raise SweepError(f"{where}: profiles.{prof} sets {', '.join(sizes)}, a size of diffeosens.profiles; sizes have one "
+                             f"source: refer to ${{n_probe}}, ${{seeds}}, ${{recipe_overrides}} and set a departure of this "
+                             f"experiment in diffeosens.profiles.EXPERIMENTS[{experiment!r}]")
+    variables = dict((cfg.get("profiles") or {}).get(profile) or {})
+    variables.update(_profiles.experiment_sizes(experiment, profile))
+    variables["profile"] = profile
+    return variables
+
+
 def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str | os.PathLike | None = None) -> tuple[dict[str, Any], list[Cell]]:
     """Parse a sweep config for ``profile``: returns the config and its cells in dependency order."""
     if profile not in _profiles.PROFILES:
@@ -225,10 +258,9 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
         raise SweepError(f"{path}: 'stages' must be a list of mappings (name, notebook, grid, ...), got {cfg['stages']!r}")
     if cfg.get("profiles") is not None and not isinstance(cfg["profiles"], dict):
         raise SweepError(f"{path}: 'profiles' must be a mapping profile -> variables, got {cfg['profiles']!r}")
-    variables = dict((cfg.get("profiles") or {}).get(profile) or {})
     if cfg.get("profiles") and profile not in cfg["profiles"]:
         raise SweepError(f"{path}: no variables for profile {profile!r}; defined profiles: {', '.join(cfg['profiles'])}")
-    variables["profile"] = profile
+    variables = profile_variables(cfg, profile, where=str(path))
     base = (Path(root) if root is not None else default_root()) / profile
 
     cells: list[Cell] = []
@@ -242,6 +274,11 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
             raise SweepError(f"{where}: a stage needs 'name' and 'notebook'")
         name = stage["name"]
         nb = _resolve_notebook(stage["notebook"], path)
+        for part in ("grid", "params"):
+            typed = sorted(k for k, v in (stage.get(part) or {}).items() if k in _profiles.SIZE_NAMES and not _is_reference(v))
+            if typed:
+                raise SweepError(f"{where}.{part}: {', '.join(typed)} is a size of diffeosens.profiles; refer to it "
+                                 f"(e.g. n_probe: ${{n_probe}}) instead of typing a value")
         grid = _substitute(stage.get("grid") or {}, variables, f"{where}.grid")
         params = _substitute(stage.get("params") or {}, variables, f"{where}.params")
         for k, v in grid.items():
@@ -306,7 +343,10 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
 # ------------------------------------------------------------------------------------------------
 
 
-def _valid(path: Path) -> bool:
+def output_is_valid(path: str | os.PathLike) -> bool:
+    """``path`` exists, is not empty and, for a ``.nc`` result or a ``.pt`` checkpoint, opens
+    (schema-checked by :func:`~diffeosens.results.open_run`; a truncated checkpoint does not count)."""
+    path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return False
     if path.suffix == ".nc":
@@ -324,9 +364,11 @@ def _valid(path: Path) -> bool:
     return True
 
 
+
+
 def is_done(cell: Cell) -> bool:
     """All outputs of the cell exist and validate."""
-    return all(_valid(Path(o)) for o in cell.outputs) and Path(cell.notebook_out).exists()
+    return all(output_is_valid(o) for o in cell.outputs) and Path(cell.notebook_out).exists()
 
 
 @contextlib.contextmanager
@@ -393,7 +435,7 @@ def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False
             msg = str(err).strip().splitlines()
             short = next((ln for ln in reversed(msg) if ln.strip()), type(err).__name__) if msg else type(err).__name__
             return CellResult(cell.cell_id, "failed", str(nb_out), time.perf_counter() - t0, short[:500])
-        missing = [o for o in cell.outputs if not _valid(Path(o))]
+        missing = [o for o in cell.outputs if not output_is_valid(o)]
         if missing:
             return CellResult(cell.cell_id, "failed", str(nb_out), time.perf_counter() - t0,
                               f"the notebook finished but did not write valid {', '.join(missing)}")

@@ -42,6 +42,7 @@ import torch
 import xarray as xr
 from torch import Tensor, nn
 
+from .models.kinds import CONVOLUTIONS
 from .validation import check_choice, check_positive_int
 from .provenance import provenance, to_attr
 
@@ -154,12 +155,12 @@ def _width_of(model: nn.Module) -> int:
     w = getattr(model, "width", None)
     if isinstance(w, int):
         return w
-    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    convs = [m.out_channels for m in model.modules() if isinstance(m, CONVOLUTIONS)]
     return max(convs) if convs else 1
 
 
 def _conv_weights(model: nn.Module) -> list[Tensor]:
-    return [m.weight for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    return [m.weight for m in model.modules() if isinstance(m, CONVOLUTIONS)]
 
 
 def _make_optimizer(model: nn.Module, recipe: Recipe, lr_scale: float) -> torch.optim.Optimizer:

@@ -7,6 +7,7 @@ never surfaces as a traceback from deep inside torch.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Collection
 from typing import Any
@@ -19,6 +20,7 @@ __all__ = [
     "check_finite",
     "check_float_tensor",
     "check_min_ndim",
+    "check_noise_norm",
     "check_positive_int",
     "check_seed",
 ]
@@ -79,3 +81,15 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {seed!r}")
     return int(seed)
+
+
+def check_noise_norm(value: Any, name: str = "norm") -> float:
+    """``value`` must be a finite real number ``>= 0``: the expected L2 norm of a Gaussian noise
+    (training-noise corruption, :mod:`diffeosens.data.corruption`); returns it as a ``float``."""
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number >= 0 (expected L2 norm of the noise), got {value!r}") from None
+    if not math.isfinite(as_float) or as_float < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (expected L2 norm of the noise), got {value!r}")
+    return as_float

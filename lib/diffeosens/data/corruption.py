@@ -26,19 +26,9 @@ import math
 import torch
 from torch import Tensor
 
-from ..validation import check_float_tensor, check_min_ndim, check_seed
+from ..validation import check_float_tensor, check_min_ndim, check_noise_norm, check_seed
 
 __all__ = ["GaussianCorruption", "corrupt", "noisy_test_set"]
-
-
-def _check_norm(norm: float) -> float:
-    try:
-        value = float(norm)
-    except (TypeError, ValueError):
-        raise TypeError(f"norm must be a real number >= 0 (expected L2 norm of the noise), got {norm!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"norm must be a finite number >= 0 (expected L2 norm of the noise), got {norm!r}")
-    return value
 
 
 def _check_sample_dims(sample_dims: int) -> int:
@@ -70,7 +60,7 @@ def corrupt(x: Tensor, norm: float, *, sample_dims: int = 3, generator: torch.Ge
     check_float_tensor(x, "x")
     sample_dims = _check_sample_dims(sample_dims)
     check_min_ndim(x, sample_dims, "..., C, H, W" if sample_dims == 3 else f"..., {sample_dims} sample dims", "x")
-    sigma = _check_norm(norm)
+    sigma = check_noise_norm(norm)
     if sigma == 0:
         return x
     d = math.prod(x.shape[-sample_dims:])
@@ -99,7 +89,7 @@ class GaussianCorruption(torch.nn.Module):
 
     def __init__(self, norm: float, *, sample_dims: int = 3, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.norm = _check_norm(norm)
+        self.norm = check_noise_norm(norm)
         self.sample_dims = _check_sample_dims(sample_dims)
         self.generator = generator
 

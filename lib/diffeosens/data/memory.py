@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..validation import check_positive_int
-from .corruption import _check_norm, corrupt
+from ..validation import check_noise_norm, check_positive_int
+from .corruption import corrupt
 
 __all__ = [
     "BatchInfo",
@@ -235,7 +235,7 @@ class InMemoryLoader:
         self.drop_last = bool(drop_last)
         self.augment = bool(augment)
         self.flip = bool(flip)
-        self.corruption = _check_norm(corruption)
+        self.corruption = check_noise_norm(corruption, "corruption")
         self.device = _as_device(device)
         self.dtype = dtype
         self.channels_last = bool(channels_last)

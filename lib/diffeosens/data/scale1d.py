@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..validation import check_choice, check_positive_int
-from .twopoints import Split, _shuffled_classes, _two_nonzero
+from .twopoints import Split, shuffled_classes, two_nonzero
 
 __all__ = [
     "Scale1DData",
@@ -183,7 +183,7 @@ def scale1d_dataset(
     signs = scale1d_labels(positions, task=task, N=N, xi=xi, gap=gap)
     n_train = check_positive_int(n_train, "n_train", minimum=0)
     n_val = check_positive_int(n_val, "n_val", minimum=0)
-    classes, n_min = _shuffled_classes(signs, (1, -1), torch.Generator().manual_seed(int(seed)))
+    classes, n_min = shuffled_classes(signs, (1, -1), torch.Generator().manual_seed(int(seed)))
     if n_train + n_val > n_min:
         raise ValueError(
             f"n_train + n_val = {n_train + n_val} exceeds the class size after balancing ({n_min}) "
@@ -242,7 +242,7 @@ def move_sites(
     b, _, n = images.shape
     xi = _check_xi(xi, n, task=2)
     flat = images[:, 0]
-    before, values = _two_nonzero(flat, "signal", "sites")
+    before, values = two_nonzero(flat, "signal", "sites")
     step = 2 * torch.randint(0, 2, (b, 2), generator=generator, device=images.device) - 1
     after = (before + step).clamp(0, n - 1)
     changed = torch.div(after, xi, rounding_mode="floor") != torch.div(before, xi, rounding_mode="floor")

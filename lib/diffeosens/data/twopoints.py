@@ -47,7 +47,9 @@ __all__ = [
     "pair_labels",
     "pair_positions",
     "render_pairs",
+    "shuffled_classes",
     "twopoints_dataset",
+    "two_nonzero",
 ]
 
 #: Class index of a pair that falls in the gap (neither close nor far).
@@ -312,7 +314,7 @@ def twopoints_dataset(
         raise ValueError(f"testsize must be even (testsize/2 per class), got {testsize}")
     positions = pair_positions(d, include_diagonal=include_diagonal)
     labels = pair_labels(positions, d=d, xi=xi, gap=gap, norm=norm, labelling=labelling, periodic=periodic)
-    classes, n_min = _shuffled_classes(labels, (0, 1), torch.Generator().manual_seed(int(shuffle_seed)))
+    classes, n_min = shuffled_classes(labels, (0, 1), torch.Generator().manual_seed(int(shuffle_seed)))
     half = testsize // 2
     if half >= n_min:
         raise ValueError(f"testsize/2 = {half} must be smaller than the class size after balancing ({n_min})")
@@ -351,15 +353,31 @@ class LocalTranslation:
     crossed: Tensor | None
 
 
-def _shuffled_classes(labels: Tensor, classes: tuple[int, ...], generator: torch.Generator) -> tuple[list[Tensor], int]:
-    """Indices of each class of ``labels``, each randomly permuted (one generator, in order), and the smallest class size."""
+def shuffled_classes(labels: Tensor, classes: tuple[int, ...], generator: torch.Generator) -> tuple[list[Tensor], int]:
+    """Indices of each class of ``labels``, each randomly permuted (one generator, in order), and the smallest class size.
+
+    The class balancing of the scale-detection tasks (this module and :mod:`~diffeosens.data.scale1d`):
+    keeping the first ``n_min`` indices of every class gives a balanced, shuffled subset.
+
+    >>> idx, n_min = shuffled_classes(torch.tensor([0, 1, 1, 0, 1]), (0, 1), torch.Generator().manual_seed(0))
+    >>> [sorted(i.tolist()) for i in idx], n_min
+    ([[0, 3], [1, 2, 4]], 2)
+    """
     members = [torch.nonzero(labels == c).flatten() for c in classes]
     shuffled = [m[torch.randperm(m.numel(), generator=generator)] for m in members]
     return shuffled, min(int(m.numel()) for m in shuffled)
 
 
-def _two_nonzero(flat: Tensor, item: str, unit: str) -> tuple[Tensor, Tensor]:
-    """Positions ``[B, 2]`` (ascending) and values ``[B, 2]`` of the two nonzero entries of each row of ``flat``."""
+def two_nonzero(flat: Tensor, item: str, unit: str) -> tuple[Tensor, Tensor]:
+    """Positions ``[B, 2]`` (ascending) and values ``[B, 2]`` of the two nonzero entries of each row of ``flat``.
+
+    ``flat`` is ``[B, n]``: flattened images of the 2D task or signals of the 1D task. A row
+    without exactly two nonzero entries raises :class:`ValueError`, whose message names the
+    ``item`` (``"image"``, ``"signal"``) and the ``unit`` (``"pixels"``, ``"sites"``).
+
+    >>> two_nonzero(torch.tensor([[0.0, 2.0, 0.0, -1.0]]), "signal", "sites")
+    (tensor([[1, 3]]), tensor([[ 2., -1.]]))
+    """
     nz = flat != 0
     counts = nz.sum(1)
     if bool((counts != 2).any()):
@@ -372,7 +390,7 @@ def _two_nonzero(flat: Tensor, item: str, unit: str) -> tuple[Tensor, Tensor]:
 def _active_pixels(images: Tensor) -> tuple[Tensor, Tensor]:
     """Coordinates ``[B, 2, 2]`` and values ``[B, 2]`` of the two nonzero pixels of each image."""
     b, _, _, d = images.shape
-    idx, values = _two_nonzero(images.reshape(b, -1), "image", "pixels")
+    idx, values = two_nonzero(images.reshape(b, -1), "image", "pixels")
     return torch.stack([idx // d, idx % d], dim=-1), values
 
 

@@ -72,15 +72,3 @@ __all__ = [
     "warp",
 ]
 
-
-# --- transition shims for diffeosens.sensitivity (removed when measure uses the public API) ---
-def _check_images(images, name="images"):  # type: ignore[no-untyped-def]
-    return check_images(images, name)
-
-
-def _prepare_T_cut(T, delta, cut, batch, hw, warn_stacklevel=3):  # type: ignore[no-untyped-def]
-    return resolve_temperature(T, delta, cut, batch, hw)
-
-
-def _deform_from_normals(images, normals, T, cut, interp):  # type: ignore[no-untyped-def]
-    return warp(images, Coefficients(normals, T, cut), interp=interp)

@@ -202,10 +202,11 @@ def temperature_range(n: int | tuple[int, int], cut: float | Tensor) -> tuple[fl
 
 
 def _caller_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside this package."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    """The ``stacklevel`` that points a warning at the first frame outside the diffeosens package
+    (the user's line that called ``deform``, ``measure``, ...)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     frame, level = inspect.currentframe(), 0
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == here:
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     return max(level, 1)
 

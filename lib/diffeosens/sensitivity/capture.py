@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..validation import check_choice, check_finite, check_float_tensor, check_min_ndim
-from .layers import BATCHNORM_MODULES, CONV_MODULES, Layer, TracedModel, select_layers, trace_model
+from ..models.kinds import BATCH_NORMALIZATIONS, CONVOLUTIONS
+from .layers import Layer, TracedModel, select_layers, trace_model
 
 __all__ = [
     "INIT_BN",
@@ -80,7 +81,7 @@ def _disable_inplace_graph(gm: torch.fx.GraphModule) -> None:
 def _batch_stat_bn(model: nn.Module) -> None:
     """BatchNorm layers normalise with the statistics of each forward batch (methods §4.8)."""
     for mod in model.modules():
-        if isinstance(mod, BATCHNORM_MODULES):
+        if isinstance(mod, BATCH_NORMALIZATIONS):
             mod.track_running_stats = False
             mod.running_mean = None
             mod.running_var = None
@@ -264,8 +265,8 @@ def check_probe_images(images: Any, name: str = "images") -> Tensor:
 
 def _check_compatible(net: nn.Module, images: Tensor) -> None:
     """Fail early, and clearly, when the model cannot take these images."""
-    first = next((m for m in net.modules() if isinstance(m, CONV_MODULES)), None)
-    first_any = next((m for m in net.modules() if isinstance(m, (*CONV_MODULES, nn.Linear))), None)
+    first = next((m for m in net.modules() if isinstance(m, CONVOLUTIONS)), None)
+    first_any = next((m for m in net.modules() if isinstance(m, (*CONVOLUTIONS, nn.Linear))), None)
     if first is not None and first is first_any and images.ndim >= 3 and images.shape[1] != first.in_channels:
         raise ValueError(
             f"images have {images.shape[1]} channel(s) but the model's first convolution expects "

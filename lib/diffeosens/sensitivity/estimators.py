@@ -18,7 +18,7 @@ NeurIPS-2021 median estimator with a bootstrap (``estimator="median"``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,25 +266,26 @@ class Accumulator:
 
     # -------------------------------------------------------------------------------- results
 
-    def finish(self, ratio: tuple[str, str] | None, n_boot: int, seed: int) -> dict[str, np.ndarray]:
-        """Per layer: ``deno``, ``num_<name>``, ``<name>`` (and ``R`` with ``ratio``), each with ``*_se``."""
+    def finish(self, ratios: Mapping[str, tuple[str, str]], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+        """Per layer: ``deno``, ``num_<name>``, ``<name>`` and each ratio ``{out: (a, b)}`` as
+        ``out = num_a / num_b``, each with ``*_se``."""
         L = len(self.layers)
         out: dict[str, np.ndarray] = {}
-        keys = ["deno"] + [f"num_{n}" for n in self.names] + self.names + (["R"] if ratio else [])
+        keys = ["deno"] + [f"num_{n}" for n in self.names] + self.names + list(ratios)
         for k in keys:
             out[k] = np.full(L, np.nan)
             out[k + "_se"] = np.full(L, np.nan)
         for i, l in enumerate(self.layers):
             if self.estimator == "mean":
-                est, se = self._mean_layer(l, ratio)
+                est, se = self._mean_layer(l, ratios)
             else:
-                est, se = self._median_layer(l, ratio, n_boot, seed)
+                est, se = self._median_layer(l, ratios, n_boot, seed)
             for k in keys:
                 out[k][i] = est[k]
                 out[k + "_se"][i] = se[k]
         return out
 
-    def _mean_layer(self, lname: str, ratio: tuple[str, str] | None) -> tuple[dict[str, float], dict[str, float]]:
+    def _mean_layer(self, lname: str, ratios: Mapping[str, tuple[str, str]]) -> tuple[dict[str, float], dict[str, float]]:
         deno, deno_loo = self.moments[lname].deno()
         group = np.arange(self.P) * self.n_groups // self.P
         counts = np.bincount(group, minlength=self.n_groups).astype(float)
@@ -300,14 +301,13 @@ class Accumulator:
             loo[f"num_{nm}"] = num_loo
             est[nm] = guarded_ratio(num, deno)
             loo[nm] = guarded_ratio(num_loo, deno_loo)
-        if ratio:
-            a, b = ratio
+        for name, (a, b) in ratios.items():
             with np.errstate(divide="ignore", invalid="ignore"):
-                est["R"] = est[f"num_{a}"] / est[f"num_{b}"]
-                loo["R"] = loo[f"num_{a}"] / loo[f"num_{b}"]
+                est[name] = est[f"num_{a}"] / est[f"num_{b}"]
+                loo[name] = loo[f"num_{a}"] / loo[f"num_{b}"]
         return est, {k: jackknife_se(v) for k, v in loo.items()}
 
-    def _median_layer(self, lname: str, ratio: tuple[str, str] | None, n_boot: int, seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    def _median_layer(self, lname: str, ratios: Mapping[str, tuple[str, str]], n_boot: int, seed: int) -> tuple[dict[str, float], dict[str, float]]:
         clean = torch.cat(self.stored_clean[lname])
         diffs = {}
         for nm in self.names:  # arrange the squared changes as [draws, P, d]
@@ -329,9 +329,8 @@ class Accumulator:
                 num = float(take_median(d.reshape(-1, d.shape[-1]), 0, self.median).sum())
                 r[f"num_{nm}"] = num
                 r[nm] = guarded_ratio(num, deno)
-            if ratio:
-                a, b = ratio
-                r["R"] = r[f"num_{a}"] / r[f"num_{b}"] if r[f"num_{b}"] else float("nan")
+            for name, (a, b) in ratios.items():
+                r[name] = r[f"num_{a}"] / r[f"num_{b}"] if r[f"num_{b}"] else float("nan")
             return r
 
         est = estimate(None)

@@ -15,11 +15,10 @@ from typing import Any
 
 from torch import nn
 
+from ..models.kinds import CONVOLUTIONS, NORMALIZATIONS
 from ..validation import check_choice
 
 __all__ = [
-    "BATCHNORM_MODULES",
-    "CONV_MODULES",
     "Layer",
     "TracedModel",
     "default_layers",
@@ -45,24 +44,7 @@ _ACT_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
     nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softsign, nn.Tanhshrink,
 )
-# Module families, as tuples of torch's public classes (rather than its private bases such as
-# ``nn.modules.conv._ConvNd``); they cover every subclass of those bases in torch.nn (only
-# quantization/QAT variants in torch.ao are left out).
-
-#: Every BatchNorm module of torch.nn (these use batch statistics with ``init_bn="batch"``).
-BATCHNORM_MODULES: tuple[type[nn.Module], ...] = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
-    nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d,
-)
-#: Every convolution (and transposed convolution) module of torch.nn.
-CONV_MODULES: tuple[type[nn.Module], ...] = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-    nn.LazyConv1d, nn.LazyConv2d, nn.LazyConv3d, nn.LazyConvTranspose1d, nn.LazyConvTranspose2d, nn.LazyConvTranspose3d,
-)
-_NORM_MODULES = BATCHNORM_MODULES + (
-    nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-    nn.LazyInstanceNorm1d, nn.LazyInstanceNorm2d, nn.LazyInstanceNorm3d,
-)
+_NORM_MODULES = NORMALIZATIONS + (nn.LayerNorm, nn.GroupNorm)
 _POOL_MODULES = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
@@ -106,7 +88,7 @@ def _target_name(target: Any) -> str:
 
 
 def _module_kind(mod: nn.Module) -> str:
-    if isinstance(mod, CONV_MODULES):
+    if isinstance(mod, CONVOLUTIONS):
         return "conv"
     if isinstance(mod, _NORM_MODULES):
         return "norm"

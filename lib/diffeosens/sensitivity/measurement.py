@@ -12,11 +12,22 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor, nn
 
-from .. import diffeo
+from ..diffeo import (
+    INTERPOLATIONS,
+    PAPER_CUT,
+    PAPER_DELTA,
+    Coefficients,
+    apply_fields,
+    check_images,
+    resolve_temperature,
+    sample_coefficients,
+    warp,
+)
 from ..noise import rescale_to_norm
 from ..streams import standard_normals, stream_id
 from ..validation import check_choice, check_float_tensor, check_positive_int, check_seed
@@ -63,8 +74,8 @@ def measure(
     images: Tensor,
     *,
     layers: str | Sequence[str] | None = None,
-    delta: float = 1.0,
-    cut: float = 3,
+    delta: float | Sequence[float] = PAPER_DELTA,
+    cut: float = PAPER_CUT,
     interp: str = "linear",
     n_draws: int = 1,
     estimator: str = "mean",
@@ -88,10 +99,15 @@ def measure(
             They may live on the CPU while the model runs on a GPU only if ``device`` is given.
         layers: ``None``/``"default"`` (see :func:`list_layers`), ``"all"``, ``"output"`` (the
             network output only, the paper's Fig. 1), or a list of node names.
-        delta: typical displacement in pixels (the paper: 1); ``cut``: mode cutoff (3);
-            ``interp``: ``"linear"`` (the paper), ``"nearest"`` or ``"gaussian"`` (then the clean
+        delta: typical displacement in pixels, one value or a sequence (the paper: 1 =
+            :data:`~diffeosens.diffeo.PAPER_DELTA`); the result always has a ``delta`` dimension.
+            All values share the clean forward pass and the draws: along ``delta`` one field
+            grows and one noise direction is rescaled.
+        cut: mode cutoff (the paper: 3 = :data:`~diffeosens.diffeo.PAPER_CUT`).
+        interp: ``"linear"`` (the paper), ``"nearest"`` or ``"gaussian"`` (then the clean
             images are passed through the Gaussian resampler at :math:`T = 0` too, as in the
-            NeurIPS-2021 code, so that clean and deformed share the same smoothing).
+            NeurIPS-2021 code, so that clean and deformed images share the same smoothing; the
+            deformed image is the Gaussian resampling of the original image, smoothed once).
         n_draws: independent (diffeo, noise) draws per image; the clean forward is shared.
         estimator: ``"mean"`` (2022) or ``"median"`` (2021, see module docstring).
         median: with ``estimator="median"`` and an even count, ``"lower"`` (the lower middle
@@ -99,7 +115,10 @@ def measure(
             two middle values; about 1 % apart on D and G at P = 500).
         batch_size: images per forward (default ``min(P, 128)``; with ``init_bn="batch"`` the
             default is ``P``, one full batch per input kind, as in the reference).
-        seed: the seed of the counter-based random stream (recorded in the results).
+        seed: the seed of the counter-based streams (:mod:`diffeosens.streams`): image :math:`n`
+            in draw :math:`k` gets ``sample_coefficients(..., seed=seed, start=n, draw=k)`` and
+            the noise direction of item :math:`n` of stream ``("noise", k)``, whatever the
+            batch size or device (recorded in the results).
         device: where to run; default the model's device (images must then be there too).
         compute_dtype: ``torch.float32`` (fast) or ``torch.float64`` (the reference's precision).
         init_bn: ``"running"`` (BatchNorm uses its running statistics) or ``"batch"`` (each
@@ -110,55 +129,86 @@ def measure(
         progress: show a tqdm progress bar over mini-batches.
 
     Returns:
-        An :class:`xarray.Dataset` following :data:`SCHEMA` (see the module docstring).
+        An :class:`xarray.Dataset` over ``(delta, layer)`` following :data:`SCHEMA` (see the
+        module docstring); ``T`` is a coordinate along ``delta``.
 
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     >>> ds = measure(net, torch.randn(16, 3, 32, 32))
-    >>> ds.layer_name.values.tolist(), ds.sizes["layer"]
-    (['0', '1', '2', '4'], 4)
+    >>> ds.layer_name.values.tolist(), ds.sizes["delta"], ds.sizes["layer"]
+    (['0', '1', '2', '4'], 1, 4)
     """
     t0 = time.perf_counter()
     check_probe_images(images)
-    diffeo._check_images(images)
-    check_choice(interp, diffeo.INTERPOLATIONS, "interp")
+    check_images(images)
+    check_choice(interp, INTERPOLATIONS, "interp")
     n_draws = check_positive_int(n_draws, "n_draws")
     _common_checks(estimator, init_bn, compute_dtype, n_jackknife, median)
     seed = check_seed(seed)
-    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
-        raise ValueError(f"delta must be a finite number >= 0 (pixels), got {delta!r}")
+    deltas = _check_deltas(delta)
     P, C, H, W = images.shape
     dev, batch_size = _device_and_batch(model, images, device, batch_size, init_bn)
-    T_b, cut_b = diffeo._prepare_T_cut(None, delta, cut, 1, (H, W), warn_stacklevel=3)
-    kmax = diffeo.max_mode_index(cut_b)
+    resolved = [resolve_temperature(None, d, cut, 1, (H, W)) for d in deltas]
+    temps, cut_b = [T for T, _ in resolved], resolved[0][1]
 
     chosen, probe = build_probe(model, images, layers, dev, compute_dtype, init_bn)
-    acc = Accumulator([l.name for l in chosen], ["D", "G"], P, estimator, min(n_jackknife, P), n_draws=n_draws, median=median)
+    names = [f"{kind}{i}" for i in range(len(deltas)) for kind in ("D", "G")]
+    acc = Accumulator([l.name for l in chosen], names, P, estimator, min(n_jackknife, P), n_draws=n_draws, median=median)
 
     for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
-        x = images[start:stop].to(dev, compute_dtype)
-        if interp == "gaussian":  # smooth the clean images exactly like the deformed ones (T = 0)
-            zero = torch.zeros((stop - start, 2, 1, 1), dtype=x.dtype, device=dev)
-            x = diffeo._deform_from_normals(x, zero, torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), "gaussian")
+        raw = images[start:stop].to(dev, compute_dtype)
+        # with Gaussian resampling the clean reference is smoothed exactly like the deformed images (T = 0)
+        x = apply_fields(raw, raw.new_zeros((stop - start, 2, H, W)), interp="gaussian") if interp == "gaussian" else raw
         probe.run(x, acc.clean_consumer(start, clone=probe.method == "hooks"))
         for k in range(n_draws):
-            normals = standard_normals(seed, stream_id("diffeo", k), start, stop, (2, kmax, kmax), dtype=compute_dtype, device=dev)
-            tx = diffeo._deform_from_normals(x, normals, T_b, cut_b, interp)
-            target = torch.linalg.vector_norm((tx - x).reshape(stop - start, -1), dim=1, dtype=torch.float64)
-            probe.run(tx, acc.perturbed_consumer("D", start))
-            del tx
+            drawn = sample_coefficients(stop - start, (H, W), cut=cut_b, T=0.0, seed=seed, start=start, draw=k,
+                                        device=dev, dtype=compute_dtype)
             xi = standard_normals(seed, stream_id("noise", k), start, stop, (C, H, W), dtype=compute_dtype, device=dev)
-            probe.run(x + rescale_to_norm(xi, target), acc.perturbed_consumer("G", start))
+            for i, T in enumerate(temps):
+                tx = warp(raw, Coefficients(drawn.normals, T, cut_b), interp=interp)
+                target = torch.linalg.vector_norm((tx - x).reshape(stop - start, -1), dim=1, dtype=torch.float64)
+                probe.run(tx, acc.perturbed_consumer(f"D{i}", start))
+                del tx
+                probe.run(x + rescale_to_norm(xi, target), acc.perturbed_consumer(f"G{i}", start))
         acc.end_batch()
 
-    values = acc.finish(("D", "G"), n_boot, seed)
+    values = acc.finish({f"R{i}": (f"D{i}", f"G{i}") for i in range(len(deltas))}, n_boot, seed)
+    per_delta = [_values_at(values, i) for i in range(len(deltas))]
     if off_diagonal:
-        apply_off_diagonal(values, P)
-    T = float(T_b)
-    params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), delta=delta, cut=cut, T=T,
+        for v in per_delta:
+            apply_off_diagonal(v, P)
+    stacked = {k: np.stack([v[k] for v in per_delta]) for k in per_delta[0]}
+    T_list = [float(T) for T in temps]
+    params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), delta=deltas, cut=cut, T=T_list,
                   interp=interp, n_draws=n_draws, estimator=estimator, median=median, batch_size=batch_size, seed=seed,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
                   n_jackknife=min(n_jackknife, P), n_boot=n_boot, P=P, image_shape=[C, H, W], capture=probe.method)
-    return to_dataset(chosen, values, result_attrs(params, model, estimator, dev, t0))
+    return to_dataset(chosen, stacked, result_attrs(params, model, estimator, dev, t0), deltas=(deltas, T_list))
+
+
+def _check_deltas(delta: Any) -> list[float]:
+    """``delta`` as a non-empty list of distinct finite numbers >= 0 (pixels)."""
+    many = isinstance(delta, (Sequence, np.ndarray, Tensor)) and not isinstance(delta, str)
+    values = list(np.asarray(delta, dtype=object).ravel()) if many else [delta]
+    ok = bool(values) and all(
+        isinstance(d, (int, float, np.integer, np.floating)) and not isinstance(d, bool) and math.isfinite(d) and d >= 0 for d in values
+    )
+    if not ok:
+        raise ValueError(f"delta must be a number >= 0 (pixels) or a non-empty sequence of them, got {delta!r}")
+    out = [float(d) for d in values]
+    if len(set(out)) != len(out):
+        raise ValueError(f"delta values must be distinct, got {out}")
+    return out
+
+
+def _values_at(values: dict[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """The estimates of the ``i``-th delta under the schema's names (``D``, ``num_G``, ``R_se``, ...)."""
+    out = {"deno": values["deno"].copy(), "deno_se": values["deno_se"].copy()}
+    for kind in ("D", "G"):
+        for pre in ("num_", ""):
+            for post in ("", "_se"):
+                out[f"{pre}{kind}{post}"] = values[f"{pre}{kind}{i}{post}"]
+    out["R"], out["R_se"] = values[f"R{i}"], values[f"R{i}_se"]
+    return out
 
 
 def measure_perturbed(
@@ -225,7 +275,7 @@ def measure_perturbed(
         for nm in names:
             probe.run(perturbed[nm][start:stop].to(dev, compute_dtype), acc.perturbed_consumer(nm, start))
         acc.end_batch()
-    values = acc.finish(ratio, n_boot, seed)
+    values = acc.finish({"R": ratio} if ratio else {}, n_boot, seed)
     if off_diagonal:
         apply_off_diagonal(values, P)
     params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), perturbations=names,
