@@ -89,13 +89,17 @@ BY_NAME = {c.name: c for c in CANDIDATES}
 
 
 def _slope(depth: np.ndarray, values: np.ndarray) -> float:
+    """Slope of log10(values) against relative depth over the defined layers (NaN below 3 points)."""
+    from diffeosens.stats import fit_exponent
+
     ok = np.isfinite(values) & (values > 0)
     if ok.sum() < 3:
         return math.nan
-    return float(np.polyfit(depth[ok], np.log10(values[ok]), 1)[0])
+    return fit_exponent(depth[ok], values[ok], base="log2").slope * math.log10(2.0)
 
 
 def run(c: Candidate, n_probe: int) -> dict:
+    from diffeosens.diffeo import PAPER_CUT, PAPER_DELTA
     from diffeosens.results import output_layer
     from diffeosens.runs import TrainedRun, measure_run
     from diffeosens.train import train_network
@@ -113,7 +117,8 @@ def run(c: Candidate, n_probe: int) -> dict:
                      "last_test_acc": float(h.test_acc.values[-1])}
         run_ = TrainedRun(Path(tmp))
         t1 = time.perf_counter()
-        sens = {s: measure_run(run_, state=s, n_probe=n_probe, deltas=1.0, cut=3) for s in ("init", "trained", "last")}
+        sens = {s: measure_run(run_, state=s, n_probe=n_probe, deltas=PAPER_DELTA, cut=PAPER_CUT).sel(delta=PAPER_DELTA)
+                for s in ("init", "trained", "last")}
         row["measure_s"] = time.perf_counter() - t1
     for s, ds in sens.items():
         out = output_layer(ds)

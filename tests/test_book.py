@@ -106,6 +106,23 @@ def test_claims_page_shows_each_verdict_with_its_reason(built_book, smoke_result
         assert v.reason.split(";")[0][:40] in text, (v.claim, v.reason)
 
 
+def test_pages_offer_their_data_for_download(built_book, smoke_results):
+    import re
+
+    import numpy as np
+    import xarray as xr
+
+    proc, html = built_book
+    assert proc.returncode == 0
+    for page, experiment in (("layers", "layers"), ("custom", "layers"), ("theory", "theory")):
+        hrefs = re.findall(r'href="(results/smoke/[^"]+\.nc)"', (html / f"{page}.html").read_text())
+        assert f"results/smoke/{experiment}.nc" in hrefs, (page, hrefs)
+        with xr.open_dataset(html / "results" / "smoke" / f"{experiment}.nc", engine="netcdf4") as offered:
+            served = results.open_experiment(experiment, profile="smoke", root=smoke_results[0])
+            for v in ("D", "G", "R"):
+                np.testing.assert_array_equal(offered[v].values, served[v].values)
+
+
 def test_book_pages_take_profile_sizes_from_profiles_py():
     """No page types a profile's size: "the quick profile trains/uses ..." sentences are glued from
     :func:`diffeosens.profiles.describe`, so they cannot drift from what is run."""

@@ -147,8 +147,13 @@ def test_results_store_rejects_corrupt_and_foreign_files(tmp_path):
     xr.Dataset({"x": ((), 1.0)}).to_netcdf(tmp_path / "foreign.nc", engine="netcdf4")
     with pytest.raises(results.ResultsError, match="not a diffeosens result"):
         results.open_run(tmp_path / "foreign.nc")
-    with pytest.raises(results.ResultsError, match="lacks 'D'"):
-        results.save(xr.Dataset({"x": ("layer", [1.0])}), tmp_path / "s.nc", schema="diffeosens.sensitivity/1")
+    with pytest.raises(results.ResultsError, match="lacks 'delta'"):
+        results.save(xr.Dataset({"x": ("layer", [1.0])}), tmp_path / "s.nc", schema="diffeosens.sensitivity/2")
+    # a result of an older schema (sensitivity/1 had no delta dimension) is not valid: its cell reruns
+    old = tmp_path / "old.nc"
+    xr.Dataset({"x": ("layer", [1.0])}, attrs={"schema": "diffeosens.sensitivity/1"}).to_netcdf(old, engine="netcdf4")
+    with pytest.raises(results.ResultsError, match="unknown schema 'diffeosens.sensitivity/1'"):
+        results.open_run(old)
     with pytest.raises(results.ResultsError, match="no results for experiment 'nothing'"):
         results.open_experiment("nothing", root=tmp_path)
 

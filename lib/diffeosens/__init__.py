@@ -16,27 +16,39 @@ arXiv:2210.01506). Submodules:
 """
 
 from .diffeo import (
+    PAPER_CUT,
+    PAPER_DELTA,
+    Coefficients,
     Diffeo,
     OverhangWarning,
     apply_fields,
     deform,
+    fields_from_coefficients,
+    sample_coefficients,
     sample_fields,
     temperature_for,
     temperature_range,
     typical_displacement,
+    warp,
 )
 from .noise import matched_noise
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PAPER_CUT",
+    "PAPER_DELTA",
+    "Coefficients",
     "Diffeo",
     "OverhangWarning",
     "apply_fields",
     "deform",
+    "fields_from_coefficients",
     "matched_noise",
+    "sample_coefficients",
     "sample_fields",
     "temperature_for",
     "temperature_range",
     "typical_displacement",
+    "warp",
 ]

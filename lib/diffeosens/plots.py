@@ -20,7 +20,7 @@ from .diffeo import PAPER_DELTA
 from .results import default_root, output_layer
 from .stats import seed_mean
 
-__all__ = ["book_context", "layer_frame", "plot_layer_profiles", "tidy"]
+__all__ = ["add_error_bands", "book_context", "download_links", "layer_frame", "plot_layer_profiles", "tidy"]
 
 QUANTITY_LABELS = {"D": "$D_k$ (diffeo)", "G": "$G_k$ (noise)", "R": "$R_k = D_k/G_k$"}
 
@@ -30,12 +30,76 @@ def book_context() -> tuple[str, Path]:
     return os.environ.get("DIFFEOSENS_PROFILE", "quick"), default_root()
 
 
+def download_links(experiments: Sequence[str], *, profile: str, root: str | os.PathLike, book_dir: str | os.PathLike = ".") -> Any:
+    """Offer the data of a book page for download: each experiment's runs, combined into one netCDF4
+    file (as :func:`diffeosens.results.open_experiment` gives them), are written to
+    ``<book_dir>/_extra/results/<profile>/<experiment>.nc``, which the book publishes at its root
+    (``html_extra_path``); returns the HTML links (no kernel or network needed to follow them)."""
+    from html import escape
+
+    from IPython.display import HTML
+
+    from .results import open_experiment, save
+
+    items = []
+    for experiment in experiments:
+        ds = open_experiment(experiment, profile=profile, root=root)
+        ds.attrs = {"title": f"diffeosens results: experiment {experiment!r}, {profile} profile",
+                    "source": "every run of the experiment, combined by diffeosens.results.open_experiment",
+                    }
+        rel = Path("results") / profile / f"{experiment}.nc"
+        path = save(ds, Path(book_dir) / "_extra" / rel)
+        size = path.stat().st_size / 1024
+        items.append(f'<a href="{escape(rel.as_posix())}" download>{escape(experiment)}.nc</a> ({size:,.0f} kB)')
+    return HTML('<p class="diffeosens-download">Data behind this page (' + escape(profile) + " profile, netCDF4): " + ", ".join(items)
+                + ' &mdash; open it with <code>xarray.open_dataset(path, engine="netcdf4")</code>.</p>')
+
+
 def tidy(ds: xr.Dataset, variables: Sequence[str]) -> pd.DataFrame:
-    """A long DataFrame of ``variables`` with every coordinate as a column (NaN rows dropped)."""
-    df = ds[list(variables)].to_dataframe().reset_index()
-    id_vars = [c for c in df.columns if c not in variables]
+    """A long DataFrame of ``variables`` with every coordinate as a column (NaN rows dropped).
+
+    A column ``se`` holds the standard error ``<variable>_se`` where the dataset has one (NaN
+    otherwise): the jackknife/bootstrap error over probe images of :func:`~diffeosens.measure`,
+    carried through the seed aggregation by :func:`~diffeosens.stats.seed_mean`.
+    """
+    present_se = [f"{v}_se" for v in variables if f"{v}_se" in ds]
+    df = ds[list(variables) + present_se].to_dataframe().reset_index()
+    id_vars = [c for c in df.columns if c not in variables and c not in present_se]
     long = df.melt(id_vars=id_vars, value_vars=list(variables), var_name="quantity", value_name="value")
+    se = df.melt(id_vars=id_vars, value_vars=list(variables), var_name="quantity", value_name="se")
+    for v in variables:
+        mask = (se["quantity"] == v).to_numpy()
+        se.loc[mask, "se"] = df[f"{v}_se"].to_numpy() if f"{v}_se" in df else np.nan
+    long["se"] = se["se"].to_numpy(dtype=float)
     return long.dropna(subset=["value"])
+
+
+def add_error_bands(g: Any, df: pd.DataFrame, *, x: str, hue: str | None, row: str | None, col: str | None) -> None:
+    r"""Shade :math:`\text{value} \pm \text{se}` (column ``se`` of ``df``) under every line of a
+    seaborn ``relplot`` ``g`` drawn from ``df`` (same ``x``, ``hue``, ``row``, ``col``), in the
+    lines' colours; rows without a finite ``se`` get no band. On a log axis the band is clipped
+    at 1 % of the value."""
+    import seaborn as sns
+
+    if "se" not in df or not np.isfinite(df["se"].to_numpy(dtype=float)).any():
+        return
+    levels = list(pd.unique(df[hue])) if hue and hue in df else [None]
+    if hue and hue in df and pd.api.types.is_numeric_dtype(df[hue]):
+        levels = sorted(levels)
+    colors = dict(zip(levels, sns.color_palette(n_colors=len(levels))))
+    keys = [k for k in (row, col) if k and k in df]
+    groups = df.groupby(keys, sort=False) if keys else [((), df)]
+    for key, facet in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        ax = g.axes_dict[key if len(key) > 1 else key[0]] if keys else g.ax
+        for level in levels:
+            sub = facet if level is None else facet[facet[hue] == level]
+            sub = sub.sort_values(x)
+            lo = (sub["value"] - sub["se"]).clip(lower=0.01 * sub["value"])
+            hi = sub["value"] + sub["se"]
+            ok = np.isfinite(lo.to_numpy(dtype=float)) & np.isfinite(hi.to_numpy(dtype=float))
+            if ok.any():
+                ax.fill_between(sub[x].to_numpy()[ok], lo.to_numpy()[ok], hi.to_numpy()[ok], color=colors[level], alpha=0.2, lw=0)
 
 
 def layer_frame(ds: xr.Dataset, quantities: Sequence[str] = ("D", "G", "R")) -> pd.DataFrame:
@@ -55,8 +119,8 @@ def plot_layer_profiles(
     height: float = 2.4,
     aspect: float = 1.3,
 ) -> Any:
-    """:math:`D_k, G_k, R_k` against depth, one column per quantity (log scale); seeds aggregated by
-    :func:`~diffeosens.stats.seed_mean`. ``delta`` selects one typical displacement of a
+    r""":math:`D_k, G_k, R_k` against depth, one column per quantity (log scale), shaded by
+    :math:`\pm` one standard error; seeds aggregated by :func:`~diffeosens.stats.seed_mean`. ``delta`` selects one typical displacement of a
     ``measure`` result; ``None`` for data without a ``delta`` dimension (already selected, or
     from ``measure_perturbed``)."""
     import seaborn as sns
@@ -64,9 +128,11 @@ def plot_layer_profiles(
     sel = seed_mean(ds.sel(delta=delta) if delta is not None else ds)
     df = layer_frame(sel, quantities)
     df["quantity"] = df["quantity"].map(lambda q: QUANTITY_LABELS.get(q, q))
-    g = sns.relplot(df, x=x, y="value", hue=hue, col="quantity", row=row if row in df.columns else None, kind="line",
+    row = row if row in df.columns else None
+    g = sns.relplot(df, x=x, y="value", hue=hue, col="quantity", row=row, kind="line",
                     marker="o", markersize=4, height=height, aspect=aspect, facet_kws={"sharey": False, "margin_titles": True},
                     errorbar=None)
+    add_error_bands(g, df, x=x, hue=hue, row=row, col="quantity")
     g.set(yscale="log")
     g.set_titles(col_template="{col_name}", row_template="{row_name}")
     g.set_axis_labels("relative depth" if x == "relative_depth" else x, "")
@@ -88,16 +154,21 @@ def ratio_last_first(ds: xr.Dataset, var: str, *, kinds: Sequence[str] = ("act",
 
 
 def plot_error_vs_rf(ds: xr.Dataset, *, prefactor: float = 0.2) -> Any:
-    """Test error against :math:`R_f` (log–log) for trained nets, with :math:`\\epsilon = 0.2\\sqrt{R_f}`."""
+    """Test error against :math:`R_f` (log–log) for trained nets, with :math:`\\epsilon = 0.2\\sqrt{R_f}`
+    (horizontal bars: one standard error of :math:`R_f` and :math:`D_f`)."""
     import matplotlib.pyplot as plt
 
     out = output_layer(ds.sel(state="trained", delta=PAPER_DELTA))
-    r, err, d = seed_mean(out.R), seed_mean(out.test_error), seed_mean(out.D)
+    agg = seed_mean(out[["R", "R_se", "D", "D_se", "test_error"]])
+    r, err, d = agg.R, agg.test_error, agg.D
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, x, name in ((axes[0], r, "$R_f$"), (axes[1], d, "$D_f$")):
+    for ax, x, xse, name in ((axes[0], r, agg.R_se, "$R_f$"), (axes[1], d, agg.D_se, "$D_f$")):
         for arch in ds.arch.values:
-            ax.loglog(float(x.sel(arch=arch)), float(err.sel(arch=arch)), "o", label=str(arch))
+            ax.errorbar(float(x.sel(arch=arch)), float(err.sel(arch=arch)), xerr=float(xse.sel(arch=arch)), fmt="o", ms=5,
+                        capsize=2, label=str(arch))
             ax.annotate(str(arch), (float(x.sel(arch=arch)), float(err.sel(arch=arch))), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_xlabel(name + " (trained)")
         ax.set_ylabel("test error")
     xs = np.logspace(np.log10(max(float(r.min()) / 3, 1e-6)), np.log10(max(float(r.max()) * 3, 1e-5)), 50)
@@ -108,15 +179,18 @@ def plot_error_vs_rf(ds: xr.Dataset, *, prefactor: float = 0.2) -> Any:
 
 
 def plot_output_sensitivities(ds: xr.Dataset, x: str, *, xscale: str = "linear") -> Any:
-    """Output :math:`D_f, G_f, R_f` against a grid dimension ``x`` (e.g. training noise), init vs trained
-    (seeds aggregated by :func:`~diffeosens.stats.seed_mean`)."""
+    r"""Output :math:`D_f, G_f, R_f` against a grid dimension ``x`` (e.g. training noise), init vs trained,
+    shaded by :math:`\pm` one standard error (seeds aggregated by :func:`~diffeosens.stats.seed_mean`)."""
     import seaborn as sns
 
     out = seed_mean(output_layer(ds.sel(delta=PAPER_DELTA)))
     df = tidy(out.drop_vars([c for c in ("layer_name", "layer_kind", "depth", "relative_depth") if c in out.coords]), ["D", "G", "R"])
     df["quantity"] = df["quantity"].map(lambda q: QUANTITY_LABELS.get(q, q))
-    g = sns.relplot(df, x=x, y="value", hue="state", col="quantity", style="arch" if "arch" in df and df["arch"].nunique() > 1 else None,
+    many_archs = "arch" in df and df["arch"].nunique() > 1
+    g = sns.relplot(df, x=x, y="value", hue="state", col="quantity", style="arch" if many_archs else None,
                     kind="line", marker="o", height=2.8, aspect=1.1, facet_kws={"sharey": False}, errorbar=None)
+    if not many_archs:  # with several networks per colour the bands would overlap illegibly
+        add_error_bands(g, df, x=x, hue="state", row=None, col="quantity")
     g.set(yscale="log", xscale=xscale)
     g.set_titles("{col_name}")
     return g
