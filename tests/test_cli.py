@@ -82,3 +82,50 @@ def test_measure_cli_twice_gives_the_same_numbers(tmp_path, capsys):
         outs.append(xr.open_dataset(out, engine="netcdf4").load())
     assert outs[0].G.values.tolist() == outs[1].G.values.tolist() and outs[0].D.values.tolist() == outs[1].D.values.tolist()
     assert outs[0].attrs["model_seed"] == 0
+
+
+def test_data_download_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    from diffeosens.data import vision
+
+    calls = []
+
+    def offline(name, root=None):
+        calls.append((name, root))
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(vision, "download_dataset", offline)
+    one_line_error(*run(capsys, "data", "download", "svhn"), "unknown dataset 'svhn'", "cifar10, mnist, fashionmnist")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    one_line_error(*run(capsys, "data", "download", "cifar10", "--root", str(afile)), "is not a folder")
+    assert calls == []
+    one_line_error(*run(capsys, "data", "download", "CIFAR-10", "--root", str(tmp_path / "d")),
+                   f"cifar10: downloading into {tmp_path / 'd'} failed", "URLError", "Name or service not known")
+    assert calls == [("cifar10", tmp_path / "d")]
+    with pytest.raises(SystemExit) as info:  # argparse: a dataset is required
+        cli.main(["data", "download"])
+    assert info.value.code == 2
+
+
+def test_data_download_and_where(tmp_path, capsys, monkeypatch):
+    from diffeosens.data import vision
+
+    calls = []
+    monkeypatch.setattr(vision, "download_dataset", lambda name, root=None: calls.append((name, root)) or root)
+    monkeypatch.delenv("DIFFEOSENS_DATA", raising=False)
+    # a dataset found locally (the shared copy) is not downloaded again; with --root it goes there
+    if vision.locate("cifar10")[0] is not None:
+        assert cli.main(["data", "download", "cifar10"]) == 0
+        assert "cifar10: already here, nothing to download" in capsys.readouterr().out and calls == []
+    assert cli.main(["data", "download", "cifar10", "mnist", "cifar10", "--root", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert calls == [("cifar10", tmp_path / "d"), ("mnist", tmp_path / "d")]
+    assert f"cifar10: {tmp_path / 'd'}" in out and f"DIFFEOSENS_DATA={tmp_path / 'd'}" in out
+    monkeypatch.setenv("DIFFEOSENS_DOWNLOAD", "0")
+    assert cli.main(["data", "where", "mnist", "--root", str(tmp_path / "empty")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mnist: ") and "download on first use: off" in out
+    monkeypatch.setenv("DIFFEOSENS_DOWNLOAD", "maybe")
+    one_line_error(*run(capsys, "data", "where"), "DIFFEOSENS_DOWNLOAD='maybe'")

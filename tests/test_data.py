@@ -97,9 +97,11 @@ def test_plain_torchvision_rejects_staged_cifar_but_subclass_accepts():
     assert len(CIFAR10(root, train=False, verify="sha256")) == 10_000
 
 
-def _fake_cifar_root(tmp_path: Path, test_batch: dict) -> Path:
-    src = find_root("cifar10") / "cifar-10-batches-py"
-    dst = tmp_path / "fake" / "cifar-10-batches-py"
+def _fake_cifar_root(tmp_path: Path, test_batch: dict, root: Path | None = None, src_root: Path | None = None) -> Path:
+    """A CIFAR-10 tree in torchvision's layout under ``root`` (default ``tmp_path/fake``): the staged
+    train batches (symlinked from ``src_root``, default the shared copy) and ``test_batch`` pickled."""
+    src = (find_root("cifar10") if src_root is None else src_root) / "cifar-10-batches-py"
+    dst = (tmp_path / "fake" if root is None else root) / "cifar-10-batches-py"
     dst.mkdir(parents=True)
     for f in ["batches.meta"] + [f"data_batch_{k}" for k in range(1, 6)]:
         (dst / f).symlink_to(src / f)
@@ -225,6 +227,173 @@ def test_build_transform_matches_in_memory_normalisation(cifar_test):
     x, y = cifar_test
     xb, _ = next(iter(eval_loader(x[:8], y[:8], mean=CIFAR_MEAN, std=CIFAR_STD)))
     torch.testing.assert_close(xb, ref, rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Download when nothing is found locally (never over the network here: torchvision's download is faked)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_local_data(tmp_path, monkeypatch):
+    """No local copy anywhere (no shared data, no $DIFFEOSENS_DATA); downloads allowed; the cache in tmp.
+
+    Returns the default download folder and the shared CIFAR-10 root (for the fake downloads)."""
+    shared = find_root("cifar10")
+    monkeypatch.setattr(vision, "_repo_root", lambda: None)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("DIFFEOSENS_DOWNLOAD", raising=False)
+    monkeypatch.delenv("DIFFEOSENS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    target = tmp_path / "xdg" / "diffeosens" / "data"
+    with pytest.raises(DatasetNotFoundError):
+        find_root("cifar10")
+    return target, shared
+
+
+def _shifted_test_batch(cifar_test) -> dict:
+    """The real test split with labels shifted by one: what a fake download writes, recognisable."""
+    x, y = cifar_test
+    return {"batch_label": "testing batch 1 of 1", "labels": ((y + 1) % 10).tolist(), "data": x.reshape(10_000, 3072).numpy()}
+
+
+def test_download_root_defaults(tmp_path, monkeypatch):
+    monkeypatch.delenv("DIFFEOSENS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert vision.download_root() == tmp_path / "xdg" / "diffeosens" / "data"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert vision.download_root() == Path.home() / ".cache" / "diffeosens" / "data"
+    monkeypatch.setenv("DIFFEOSENS_DATA", str(tmp_path / "mine"))
+    assert vision.download_root() == tmp_path / "mine"
+    assert vision.download_root(tmp_path / "explicit") == tmp_path / "explicit"
+    for value, on in (("0", False), ("off", False), ("False", False), ("1", True), ("", True), ("yes", True)):
+        monkeypatch.setenv("DIFFEOSENS_DOWNLOAD", value)
+        assert vision.auto_download() is on, value
+    monkeypatch.setenv("DIFFEOSENS_DOWNLOAD", "maybe")
+    with pytest.raises(ValueError, match="DIFFEOSENS_DOWNLOAD='maybe'"):
+        vision.auto_download()
+
+
+def test_missing_data_is_downloaded_then_read_from_the_download(no_local_data, cifar_test, monkeypatch, capsys):
+    target, shared = no_local_data
+    calls = []
+
+    def fake_download(name, folder):
+        calls.append((name, folder))
+        _fake_cifar_root(folder, _shifted_test_batch(cifar_test), root=folder, src_root=shared)
+
+    monkeypatch.setattr(vision, "_torchvision_download", fake_download)
+    x, y = load_tensors("cifar10", train=False)
+    assert len(calls) == 1 and calls[0][0] == "cifar10"
+    assert calls[0][1].parent == target  # a staging folder inside the download folder, removed afterwards
+    assert not calls[0][1].exists() and (target / "cifar-10-batches-py" / "test_batch").is_file()
+    assert y.tolist() == ((cifar_test[1] + 1) % 10).tolist() and torch.equal(x, cifar_test[0])
+    assert "downloading CIFAR-10 into" in capsys.readouterr().err
+    # next time it is a local copy (the download folder is searched): no second download
+    assert find_root("cifar10") == target
+    ds = load_dataset("cifar10", train=False)
+    assert Path(ds.root) == target and ds.targets[:3] == [4, 9, 9]
+    assert len(calls) == 1
+
+
+def test_download_goes_to_root_or_env_and_respects_download_false(no_local_data, cifar_test, tmp_path, monkeypatch):
+    target, shared = no_local_data
+    calls = []
+    monkeypatch.setattr(vision, "_torchvision_download", lambda name, folder: calls.append(folder) or
+                        _fake_cifar_root(folder, _shifted_test_batch(cifar_test), root=folder, src_root=shared))
+    with pytest.raises(DatasetNotFoundError, match="download=False was passed"):
+        load_tensors("cifar10", train=False, download=False)
+    assert calls == []
+    mine = tmp_path / "mine"
+    monkeypatch.setenv("DIFFEOSENS_DATA", str(mine))
+    with pytest.warns(UserWarning, match="not under root"):  # an explicit root wins; $DIFFEOSENS_DATA then holds it
+        assert vision.download_dataset("cifar10") == mine
+        assert len(load_tensors("cifar10", train=False, root=tmp_path / "explicit")[1]) == 10_000
+    assert [c.parent for c in calls] == [mine]
+    monkeypatch.delenv("DIFFEOSENS_DATA")
+    assert len(load_tensors("cifar10", train=False, root=tmp_path / "explicit")[1]) == 10_000
+    assert [c.parent for c in calls] == [mine, tmp_path / "explicit"]
+    assert vision.download_dataset("cifar10", tmp_path / "explicit") == tmp_path / "explicit"  # already there
+    assert len(calls) == 2
+
+
+def test_fresh_download_goes_through_torchvision_with_its_md5_check(no_local_data, cifar_test, tmp_path, monkeypatch):
+    """torchvision's own CIFAR10.download (download_and_extract_archive with its url and md5) is what
+    runs; the extracted files must then pass torchvision's md5 list (patched here to the fake's md5s)."""
+    target, shared = no_local_data
+    calls = []
+
+    def fake_archive(url, download_root, filename=None, md5=None, **kw):
+        calls.append((url, Path(download_root), filename, md5))
+        _fake_cifar_root(Path(download_root), _shifted_test_batch(cifar_test), root=Path(download_root), src_root=shared)
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", fake_archive)
+    tv = torchvision.datasets.CIFAR10
+    with pytest.raises(DatasetNotFoundError) as info:  # the fake files fail torchvision's md5 list
+        load_tensors("cifar10", train=False)
+    assert "Dataset not found or corrupted" in str(info.value) and f"downloading it into {target} failed" in str(info.value)
+    assert calls[0][0] == tv.url and calls[0][2] == tv.filename and calls[0][3] == tv.tgz_md5
+    assert calls[0][1].parent == target and not calls[0][1].exists()
+    assert not (target / "cifar-10-batches-py").exists()  # nothing half-verified is left as a dataset
+
+    def md5s(files):
+        return [[f, vision._md5((shared / "cifar-10-batches-py" / f).resolve())] for f, _ in files]
+
+    written = _fake_cifar_root(tmp_path, _shifted_test_batch(cifar_test), src_root=shared) / "cifar-10-batches-py" / "test_batch"
+    test_md5 = vision._md5(written)
+    monkeypatch.setattr(tv, "train_list", md5s(tv.train_list))
+    monkeypatch.setattr(tv, "test_list", [["test_batch", test_md5]])
+    x, y = load_tensors("cifar10", train=False)
+    assert y.tolist() == ((cifar_test[1] + 1) % 10).tolist()
+    assert (target / "cifar-10-batches-py").is_dir()
+
+
+def test_failed_download_names_the_fix_and_the_places(no_local_data, monkeypatch):
+    import urllib.error
+
+    target, _ = no_local_data
+
+    def offline(name, folder):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(vision, "_torchvision_download", offline)
+    for loader in (load_tensors, load_dataset):
+        with pytest.raises(DatasetNotFoundError) as info:
+            loader("cifar10", train=False)
+        msg = str(info.value)
+        for needle in ("make data", "-m diffeosens data download cifar10 [--root DIR]", "DIFFEOSENS_DATA", f"downloading it into {target} failed",
+                       "URLError", "Name or service not known", str(Path.cwd().parent / "shared" / "data"), "$DIFFEOSENS_DATA (not set)",
+                       f"download folder: {target}"):
+            assert needle in msg, (needle, msg)
+    assert not (target / "cifar-10-batches-py").exists() and not list(target.glob(".download-*"))
+
+
+def test_opt_out_never_downloads(no_local_data, monkeypatch):
+    calls = []
+    monkeypatch.setattr(vision, "_torchvision_download", lambda name, folder: calls.append(name))
+    monkeypatch.setenv("DIFFEOSENS_DOWNLOAD", "0")
+    for name in ("cifar10", "mnist"):
+        with pytest.raises(DatasetNotFoundError) as info:
+            load_tensors(name, train=True)
+        msg = str(info.value)
+        assert "automatic download is off (DIFFEOSENS_DOWNLOAD=0" in msg and f"make data DATASETS={name}" in msg
+        assert f"diffeosens data download {name}" in msg
+    with pytest.raises(DatasetNotFoundError, match="DIFFEOSENS_DOWNLOAD=0"):
+        load_dataset("mnist", train=False)
+    assert calls == []
+    with pytest.raises(TypeError, match="download must be"):
+        load_tensors("cifar10", train=False, download="yes")
+
+    def offline(name, folder):
+        calls.append(name)
+        raise OSError("offline")
+
+    monkeypatch.setattr(vision, "_torchvision_download", offline)
+    with pytest.raises(DatasetNotFoundError, match="OSError: offline"):
+        load_tensors("mnist", train=False, download=True)  # an explicit download=True overrides the opt-out
+    assert calls == ["mnist"]
 
 
 # ----------------------------------------------------------------------------------------------

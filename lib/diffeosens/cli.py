@@ -1,4 +1,4 @@
-"""Command line: ``diffeosens sweep``, ``diffeosens measure``, ``diffeosens profiles``.
+"""Command line: ``diffeosens sweep``, ``diffeosens measure``, ``diffeosens profiles``, ``diffeosens data``.
 
 Also reachable as ``python -m diffeosens ...``. Each sub-command parses its arguments and calls
 one library function. Every error is one line on standard error and exit status 2 (set
@@ -94,6 +94,73 @@ def _cmd_profiles(_: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_keys(names: Sequence[str]) -> list[str]:
+    """Canonical dataset names (``CIFAR-10`` -> ``cifar10``), in order, without repeats."""
+    from .data.vision import DATASETS, canonical_name
+
+    keys: list[str] = []
+    for name in names:
+        try:
+            key = canonical_name(name)
+        except ValueError:
+            raise CLIError(f"unknown dataset {name!r}; valid names are {', '.join(DATASETS)}") from None
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _check_data_root(root: str | None) -> Path | None:
+    if root is None:
+        return None
+    path = Path(root).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"--root {root!r} is not a folder")
+    return path
+
+
+def _cmd_data_download(args: argparse.Namespace) -> int:
+    from .data.vision import download_dataset, download_root, locate
+
+    keys = _dataset_keys(args.datasets)
+    root = _check_data_root(args.root)
+    for key in keys:
+        if root is None:
+            found, searched = locate(key)
+            if found is not None:
+                print(f"{key}: already here, nothing to download ({searched[-1]})")
+                continue
+        target = download_root(root)
+        try:
+            download_dataset(key, target)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001 - network, checksum or disk: one line naming the target
+            raise CLIError(
+                f"{key}: downloading into {target} failed ({type(err).__name__}: {err}); check the internet connection, "
+                f"or copy the data into a folder and set DIFFEOSENS_DATA to it"
+            ) from err
+        print(f"{key}: {target}")
+    if root is not None and root != download_root(None):
+        print(f"the data is in {root}: pass root={str(root)!r} or set DIFFEOSENS_DATA={root} to use it")
+    return 0
+
+
+def _cmd_data_where(args: argparse.Namespace) -> int:
+    from .data.vision import DATASETS, auto_download, download_root, locate
+
+    keys = _dataset_keys(args.datasets or DATASETS)
+    root = _check_data_root(args.root)
+    for key in keys:
+        found, searched = locate(key, root)
+        if found is not None:
+            print(f"{key}: {found} ({searched[-1].rsplit(': ', 1)[0]})")
+        else:
+            print(f"{key}: not found locally (searched {len(searched)} places); it would be downloaded into {download_root(root)}")
+    state = "on" if auto_download() else "off"
+    print(f"download on first use: {state} (DIFFEOSENS_DOWNLOAD=0 turns it off); download folder: {download_root(root)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffeosens", description="Layer-wise sensitivity of deep nets to diffeomorphisms and noise.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -130,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profiles", help="print the smoke/quick/paper sizes")
     pr.set_defaults(func=_cmd_profiles)
+
+    d = sub.add_parser("data", help="download the datasets, or show where they are found")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dd = dsub.add_parser("download", help="download datasets with torchvision (md5-checked), unless already here")
+    dd.add_argument("datasets", nargs="+", metavar="dataset", help="cifar10 | mnist | fashionmnist")
+    dd.add_argument("--root", default=None, help="target folder (default: $DIFFEOSENS_DATA, else ~/.cache/diffeosens/data)")
+    dd.set_defaults(func=_cmd_data_download)
+    dw = dsub.add_parser("where", help="print where each dataset is found (or would be downloaded)")
+    dw.add_argument("datasets", nargs="*", metavar="dataset", help="cifar10 | mnist | fashionmnist (default: all)")
+    dw.add_argument("--root", default=None, help="folder to look in first")
+    dw.set_defaults(func=_cmd_data_where)
     return p
 
 

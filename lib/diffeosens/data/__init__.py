@@ -1,7 +1,8 @@
 """Datasets of the paper (methods §6): real images, training-noise corruption, synthetic tasks.
 
 * :mod:`~diffeosens.data.vision`: CIFAR-10, MNIST, FashionMNIST located on disk
-  (:func:`find_root`), loaded through torchvision (:func:`load_dataset`) or as tensors
+  (:func:`find_root`) or downloaded once with torchvision (:func:`download_dataset`), loaded
+  through torchvision (:func:`load_dataset`) or as tensors
   (:func:`load_tensors`), with the paper's normalisation (:data:`NORMALIZATION`) and transforms
   (:func:`build_transform`). §6.1.
 * :mod:`~diffeosens.data.memory`: :class:`InMemoryLoader`, the whole split on the device with
@@ -32,12 +33,16 @@ from .vision import (
     DATASETS,
     NORMALIZATION,
     DatasetNotFoundError,
+    auto_download,
     build_transform,
     cache_dir,
     canonical_name,
+    download_dataset,
+    download_root,
     find_root,
     load_dataset,
     load_tensors,
+    locate,
 )
 
 __all__ = [
@@ -55,17 +60,21 @@ __all__ = [
     "Split",
     "TwoPointsData",
     "augment_batch",
+    "auto_download",
     "build_transform",
     "cache_dir",
     "candidate_pixels",
     "canonical_name",
     "corrupt",
+    "download_dataset",
+    "download_root",
     "draw_augmentation",
     "eval_loader",
     "find_root",
     "load_dataset",
     "load_tensors",
     "local_translations",
+    "locate",
     "make_loaders",
     "move_sites",
     "noisy_test_set",

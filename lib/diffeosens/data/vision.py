@@ -7,14 +7,23 @@ Where the data is looked for (:func:`find_root`, in this order):
 3. the shared data folder of the project checkout: ``<repo>/../shared/data`` and
    ``<repo>/shared/data`` (``<repo>`` found from this file's location, ``lib/diffeosens/..``),
    then the same two places relative to the current working directory;
-4. the download folder ``<cache>/data`` (where ``download=True`` puts the files when no
-   ``root`` and no ``DIFFEOSENS_DATA`` is given), and for FashionMNIST the Debian folder
-   ``/usr/share/datasets`` (``apt-get install dataset-fashion-mnist``).
+4. the download folder ``<cache>/data`` (where downloads go when no ``root`` and no
+   ``DIFFEOSENS_DATA`` is given), and for FashionMNIST the Debian folder ``/usr/share/datasets``
+   (``apt-get install dataset-fashion-mnist``).
+
+When no local copy is found, :func:`load_tensors` and :func:`load_dataset` download the official
+files once with torchvision (``torchvision.datasets.CIFAR10(..., download=True)`` and likewise for
+MNIST/FashionMNIST, which checks torchvision's md5 list) into :func:`download_root`: ``root`` if
+given, else ``$DIFFEOSENS_DATA``, else ``<cache>/data``. ``DIFFEOSENS_DOWNLOAD=0`` or
+``download=False`` turns that off; ``download=True`` forces it even then. The same download is
+``diffeosens data download <dataset> [--root DIR]`` (``make data``). Local copies are never
+checked against torchvision's md5s (the staged ones differ, see :class:`CIFAR10`).
 
 A *root* is the folder that holds the dataset's own folder, as in torchvision:
 ``<root>/cifar-10-batches-py/``, ``<root>/MNIST/raw/``, ``<root>/FashionMNIST/raw/`` (or the Debian
-layout ``<root>/fashion-mnist/*.gz``). Nothing is ever synthesised: missing data raises
-:class:`DatasetNotFoundError`, whose message lists every place searched and how to get the data.
+layout ``<root>/fashion-mnist/*.gz``). Nothing is ever synthesised: data that is neither found nor
+downloaded raises :class:`DatasetNotFoundError`, whose message lists every place searched and the
+command that gets the data.
 
 Two loading paths:
 
@@ -44,6 +53,8 @@ import hashlib
 import os
 import pickle
 import shutil
+import socket
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -63,11 +74,16 @@ __all__ = [
     "DatasetNotFoundError",
     "NORMALIZATION",
     "build_transform",
+    "auto_download",
     "cache_dir",
     "canonical_name",
+    "download_command",
+    "download_dataset",
+    "download_root",
     "find_root",
     "load_dataset",
     "load_tensors",
+    "locate",
 ]
 
 #: Canonical dataset names accepted everywhere (case, ``-`` and ``_`` are ignored).
@@ -130,6 +146,9 @@ _DEBIAN_FASHION = Path("/usr/share/datasets")  # holds fashion-mnist/*.gz
 
 ENV_DATA = "DIFFEOSENS_DATA"
 ENV_CACHE = "DIFFEOSENS_CACHE"
+ENV_DOWNLOAD = "DIFFEOSENS_DOWNLOAD"
+#: The shell command that downloads a dataset (named in every "not found" message).
+_DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation while downloading (urllib has none by default)
 VERIFY_MODES = ("content", "sha256", "md5")
 
 
@@ -228,41 +247,65 @@ def _expected_layout(name: str) -> str:
     return f"{folder}/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz]{extra}"
 
 
-def _not_found_message(name: str, searched: list[str]) -> str:
+def download_command(name: str) -> str:
+    """The shell command that downloads ``name``, with this interpreter (relative when below the cwd).
+
+    >>> download_command("cifar10").endswith("-m diffeosens data download cifar10")
+    True
+    """
+    python = Path(sys.executable or "python")
+    try:
+        python = python.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"{python.as_posix()} -m diffeosens data download {canonical_name(name)}"
+
+
+def _not_found_message(name: str, searched: list[str], reason: str | None = None) -> str:
+    """The message of :class:`DatasetNotFoundError`: why, every place searched, the commands that fix it.
+
+    ``reason`` is ``None`` when no download was considered (:func:`find_root`), else why none
+    happened or how it failed.
+    """
     pretty = _PRETTY[name]
-    lines = [f"{pretty} was not found. Looked for {_expected_layout(name)} under, in order:"]
+    top = _expected_layout(name).split("/")[0]
+    head = f"{pretty} was not found locally" + (f", and {reason}." if reason else ".")
+    lines = [head, f"Looked for {_expected_layout(name)} under, in order:"]
     lines += [f"  {k}. {s}" for k, s in enumerate(searched, 1)]
     lines.append("To fix it, do one of:")
-    lines.append(f"  * pass root=<folder that contains {_expected_layout(name).split('/')[0]}/>;")
-    lines.append(f"  * set the environment variable {ENV_DATA}=<that folder>;")
+    lines.append(
+        f"  * download it (needs internet): `make data DATASETS={name}` in the diffeosens checkout, or "
+        f"`{download_command(name)} [--root DIR]` (into DIR, else ${ENV_DATA}, else {cache_dir() / 'data'});"
+    )
+    lines.append(f"  * put a copy in a folder (the one that contains {top}/) and set {ENV_DATA}=<that folder>, or pass root=<that folder>;")
     if name == "fashionmnist":
         lines.append(
             "  * `apt-get install dataset-fashion-mnist` (installs /usr/share/datasets/fashion-mnist/*.gz, "
             "searched automatically), or gunzip those files into <root>/FashionMNIST/raw/;"
         )
-    lines.append(
-        f"  * with internet access, load_dataset({name!r}, ..., download=True) downloads it "
-        f"(into root, else ${ENV_DATA}, else {cache_dir() / 'data'})."
-    )
+    if reason is None:
+        lines.append(
+            f"  * load_tensors/load_dataset download it on first use unless {ENV_DOWNLOAD}=0 "
+            f"(download=True forces the download, download=False forbids it);"
+        )
+    lines[-1] = lines[-1][:-1] + "."
     return "\n".join(lines)
 
 
 def _search(name: str, root: str | os.PathLike | None, fallback: bool) -> tuple[_Found | None, list[str]]:
-    candidates: list[tuple[str, Path]] = []
-    searched: list[str] = []
-    if root is not None:
-        candidates.append(("root argument", Path(root).expanduser()))
-    else:
-        searched.append("root argument (not given)")
+    # (description, folder or None for a place that is not set), in the order searched
+    candidates: list[tuple[str, Path | None]] = []
+    candidates.append(("root argument" if root is not None else "root argument (not given)", None if root is None else Path(root).expanduser()))
     env = os.environ.get(ENV_DATA)
-    if env:
-        candidates.append((f"${ENV_DATA}", Path(env).expanduser()))
-    else:
-        searched.append(f"${ENV_DATA} (not set)")
+    candidates.append((f"${ENV_DATA}" if env else f"${ENV_DATA} (not set)", Path(env).expanduser() if env else None))
     if fallback:
         candidates += _fallback_roots(name)
+    searched: list[str] = []
     seen: set[Path] = set()
     for what, path in candidates:
+        if path is None:
+            searched.append(what)
+            continue
         key = path.resolve() if path.exists() else path.absolute()
         if key in seen:
             continue
@@ -294,7 +337,8 @@ def find_root(name: str, root: str | os.PathLike | None = None, *, fallback: boo
 
     Raises:
         DatasetNotFoundError: nowhere found; the message names every place searched and how to
-            get the data (``root=``, ``DIFFEOSENS_DATA``, ``download=True``, apt for FashionMNIST).
+            get the data (``make data`` / ``diffeosens data download``, ``root=``,
+            ``DIFFEOSENS_DATA``, apt for FashionMNIST). Never downloads (the loaders do).
 
     >>> find_root("cifar10").joinpath("cifar-10-batches-py").is_dir()  # doctest: +SKIP
     True
@@ -306,8 +350,171 @@ def _find(name: str, root: str | os.PathLike | None, fallback: bool = True) -> _
     found, searched = _search(name, root, fallback)
     if found is None:
         raise DatasetNotFoundError(_not_found_message(name, searched))
+    _warn_if_elsewhere(name, root, found)
+    return found
+
+
+def _warn_if_elsewhere(name: str, root: str | os.PathLike | None, found: _Found) -> None:
     if root is not None and found.root != Path(root).expanduser():
-        warnings.warn(f"{_PRETTY[name]} is not under root={str(root)!r}; using {found.root}", UserWarning, stacklevel=3)
+        warnings.warn(f"{_PRETTY[name]} is not under root={str(root)!r}; using {found.root}", UserWarning, stacklevel=4)
+
+
+def locate(name: str, root: str | os.PathLike | None = None) -> tuple[Path | None, list[str]]:
+    """Where a dataset is found, without downloading or raising: ``(root or None, places searched)``.
+
+    The search of :func:`find_root`; the last entry of the list describes the place found.
+
+    >>> path, searched = locate("cifar10")
+    >>> path is None or path.is_dir()
+    True
+    """
+    found, searched = _search(canonical_name(name), root, True)
+    return (None if found is None else found.root), searched
+
+
+# ----------------------------------------------------------------------------------------------
+# Downloading (torchvision's own download, with its md5 checks)
+# ----------------------------------------------------------------------------------------------
+
+
+def auto_download() -> bool:
+    """Whether loaders download missing data: ``$DIFFEOSENS_DOWNLOAD`` (default on; ``0``/``false``/``no``/``off`` turn it off).
+
+    >>> isinstance(auto_download(), bool)
+    True
+    """
+    value = os.environ.get(ENV_DOWNLOAD, "").strip().lower()
+    if value in ("", "1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{ENV_DOWNLOAD}={os.environ[ENV_DOWNLOAD]!r} is neither 1/true/yes/on nor 0/false/no/off")
+
+
+def download_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder downloads go to: ``root`` if given, else ``$DIFFEOSENS_DATA``, else ``<cache>/data``.
+
+    ``<cache>`` is :func:`cache_dir` (``$DIFFEOSENS_CACHE``, else ``$XDG_CACHE_HOME/diffeosens``,
+    else ``~/.cache/diffeosens``). The download folder is also one of the places searched.
+
+    >>> download_root("/tmp/x").as_posix()
+    '/tmp/x'
+    """
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(ENV_DATA)
+    return Path(env).expanduser() if env else cache_dir() / "data"
+
+
+def _torchvision_download(name: str, folder: Path) -> None:
+    """Download the official files of both splits into ``folder`` with torchvision (``download=True``).
+
+    torchvision checks the md5 of every archive against its own list (and, for CIFAR-10, of the
+    extracted batches) and raises if one differs; a failed connection raises too.
+    """
+    if name == "cifar10":
+        for train in (True, False):
+            CIFAR10(folder, train=train, download=True, verify="md5")  # the restricted unpickler; torchvision's download
+    else:
+        cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+        for train in (True, False):
+            cls(str(folder), train=train, download=True)
+
+
+def _move_into(src: Path, dst: Path) -> None:
+    """Move every file under ``src`` to the same relative path under ``dst`` (each move atomic)."""
+    for path in sorted(src.rglob("*")):
+        if path.is_dir():
+            continue
+        target = dst / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+
+
+def download_dataset(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Download a dataset's official files into :func:`download_root` and return that root.
+
+    Nothing is downloaded when the folder already holds the dataset. Otherwise torchvision
+    downloads both splits (``torchvision.datasets.CIFAR10(..., download=True)``, ``MNIST``,
+    ``FashionMNIST``; its md5 checks apply) into a temporary folder inside the target, and the
+    verified files are then moved into place (``<root>/cifar-10-batches-py/``,
+    ``<root>/MNIST/raw/``, ``<root>/FashionMNIST/raw/``), so an interrupted download never looks
+    like a dataset. Concurrent calls for the same folder wait for each other. Ignores
+    ``DIFFEOSENS_DOWNLOAD`` (this *is* the explicit request).
+
+    Args:
+        name: ``"cifar10"``, ``"mnist"`` or ``"fashionmnist"``.
+        root: Target folder (default ``$DIFFEOSENS_DATA``, else ``<cache>/data``).
+
+    Returns:
+        The root, to pass as ``root=`` (it is also searched by default when it is the default).
+
+    Raises:
+        OSError, RuntimeError, urllib.error.URLError: no connection, a checksum mismatch (from
+            torchvision), or a folder that cannot be written.
+
+    >>> download_dataset("cifar10")  # doctest: +SKIP
+    PosixPath('/home/me/.cache/diffeosens/data')
+    """
+    key = canonical_name(name)
+    target = download_root(root)
+    if _match(key, target) is not None:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / f".diffeosens-download-{key}.lock", "a") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be downloading the same thing
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            pass
+        if _match(key, target) is not None:  # it did
+            return target
+        print(f"diffeosens: downloading {_PRETTY[key]} into {target} (torchvision, md5-checked)", file=sys.stderr)
+        staging = Path(tempfile.mkdtemp(dir=target, prefix=f".download-{key}-"))
+        previous_timeout = socket.getdefaulttimeout()
+        try:
+            if previous_timeout is None:
+                socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)  # a dead connection fails instead of hanging
+            _torchvision_download(key, staging)
+            if _match(key, staging) is None:
+                raise RuntimeError(f"torchvision's download left no {_expected_layout(key)} in {staging}")
+            # the archives (cifar-10-python.tar.gz) stay behind; the extracted files move into place
+            folder = _CIFAR_FOLDER if key == "cifar10" else f"{_TV_FOLDER[key]}/raw"
+            _move_into(staging / folder, target / folder)
+        finally:
+            socket.setdefaulttimeout(previous_timeout)
+            shutil.rmtree(staging, ignore_errors=True)
+    if _match(key, target) is None:  # pragma: no cover - moved files vanished
+        raise RuntimeError(f"{_PRETTY[key]} was downloaded but {target} does not hold {_expected_layout(key)}")
+    return target
+
+
+def _find_or_download(name: str, root: str | os.PathLike | None, download: bool | None) -> _Found:
+    """The local copy (as :func:`find_root`), else the freshly downloaded one, else a clear error."""
+    if download is not None and not isinstance(download, bool):
+        raise TypeError(f"download must be True, False or None, got {download!r}")
+    found, searched = _search(name, root, True)
+    if found is not None:
+        _warn_if_elsewhere(name, root, found)
+        return found
+    if download is False:
+        raise DatasetNotFoundError(_not_found_message(name, searched, "download=False was passed, so nothing was downloaded"))
+    if download is None and not auto_download():
+        raise DatasetNotFoundError(_not_found_message(
+            name, searched, f"automatic download is off ({ENV_DOWNLOAD}={os.environ.get(ENV_DOWNLOAD)}; unset it, or pass download=True, "
+            "to download on first use)"
+        ))
+    target = download_root(root)
+    try:
+        download_dataset(name, target)
+    except Exception as err:  # noqa: BLE001 - any failure (network, checksum, disk) becomes the one clear error
+        detail = " ".join(f"{type(err).__name__}: {err}".split())
+        if len(detail) > 400:
+            detail = detail[:400] + " ..."
+        raise DatasetNotFoundError(_not_found_message(name, searched, f"downloading it into {target} failed ({detail})")) from err
+    found = _match(name, target)
+    assert found is not None  # download_dataset checked it
     return found
 
 
@@ -371,13 +578,18 @@ def _unpickle_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def load_tensors(name: str, *, train: bool, root: str | os.PathLike | None = None) -> tuple[Tensor, Tensor]:
+def load_tensors(
+    name: str, *, train: bool, root: str | os.PathLike | None = None, download: bool | None = None
+) -> tuple[Tensor, Tensor]:
     """Whole split as tensors, read with NumPy (no PIL, no torchvision, nothing cached).
 
     Args:
         name: ``"cifar10"``, ``"mnist"`` or ``"fashionmnist"``.
         train: Training split if ``True``, else the test split.
-        root: Folder to look in first (see :func:`find_root`).
+        root: Folder to look in first (see :func:`find_root`); also the download target.
+        download: When no local copy is found: ``None`` (default) downloads it
+            (:func:`download_dataset`) unless ``DIFFEOSENS_DOWNLOAD=0``; ``True`` downloads it
+            anyway; ``False`` raises :class:`DatasetNotFoundError`.
 
     Returns:
         ``(images, labels)``: raw pixels ``uint8 [N, C, H, W]`` (0–255, CHW, official order) and
@@ -391,7 +603,7 @@ def load_tensors(name: str, *, train: bool, root: str | os.PathLike | None = Non
     key = canonical_name(name)
     if not isinstance(train, bool):
         raise TypeError(f"train must be a bool, got {train!r}")
-    found = _find(key, root)
+    found = _find_or_download(key, root, download)
     if key == "cifar10":
         parts = [_unpickle_cifar(found.files / f) for f in (_CIFAR_TRAIN if train else _CIFAR_TEST)]
         data = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
@@ -561,19 +773,12 @@ def _idx_root_for_torchvision(name: str, found: _Found) -> Path:
     return target_root
 
 
-def _download_root(root: str | os.PathLike | None) -> Path:
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get(ENV_DATA)
-    return Path(env).expanduser() if env else cache_dir() / "data"
-
-
 def load_dataset(
     name: str,
     *,
     train: bool,
     root: str | os.PathLike | None = None,
-    download: bool = False,
+    download: bool | None = None,
     transform: Callable | None = None,
     target_transform: Callable | None = None,
     verify: str | None = None,
@@ -582,14 +787,16 @@ def load_dataset(
 
     A local copy found by :func:`find_root` is always loaded with ``download=False`` (whatever
     ``download`` says), because the staged files' md5s differ from torchvision's list. Only when
-    nothing is found and ``download=True`` does torchvision download the official files (into
+    nothing is found does torchvision download the official files (:func:`download_dataset`, into
     ``root``, else ``$DIFFEOSENS_DATA``, else ``<cache>/data``), checking its standard md5s.
 
     Args:
         name: ``"cifar10"``, ``"mnist"`` or ``"fashionmnist"``.
         train: Training split if ``True``, else the test split.
         root: Folder to look in first (see :func:`find_root`); also the download target.
-        download: Download the official files if no local copy is found (needs internet).
+        download: When no local copy is found: ``None`` (default) downloads the official files
+            unless ``DIFFEOSENS_DOWNLOAD=0``; ``True`` downloads them anyway; ``False`` raises
+            :class:`DatasetNotFoundError`.
         transform: Applied to each PIL image, e.g. :func:`build_transform`. ``None`` keeps PIL.
         target_transform: Applied to each label.
         verify: CIFAR-10 only: ``"content"`` / ``"sha256"`` / ``"md5"``, see :class:`CIFAR10`.
@@ -607,19 +814,7 @@ def load_dataset(
         raise TypeError(f"train must be a bool, got {train!r}")
     if verify is not None and key != "cifar10":
         raise ValueError(f"verify applies to CIFAR-10 only (got verify={verify!r} for {_PRETTY[key]}); leave it None")
-    try:
-        found: _Found | None = _find(key, root)
-    except DatasetNotFoundError:
-        if not download:
-            raise
-        found = None
-    if found is None:
-        target = _download_root(root)
-        target.mkdir(parents=True, exist_ok=True)
-        if key == "cifar10":
-            return CIFAR10(target, train=train, transform=transform, target_transform=target_transform, download=True, verify=verify or "md5")
-        cls = torchvision.datasets.MNIST if key == "mnist" else torchvision.datasets.FashionMNIST
-        return cls(target, train=train, transform=transform, target_transform=target_transform, download=True)
+    found = _find_or_download(key, root, download)
     if key == "cifar10":
         return CIFAR10(found.root, train=train, transform=transform, target_transform=target_transform, download=False, verify=verify or "content")
     tv_root = _idx_root_for_torchvision(key, found)
