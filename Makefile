@@ -1,14 +1,34 @@
 # diffeosens: two commands do all set-up on a fresh machine (a clean clone with ../shared beside it).
 #   make test   set-up (.venv, pinned requirements, editable package, book assets, chromium), then pytest
 #   make book   set-up, the quick-profile sweeps, then the Jupyter Book (prints the path of the HTML)
+#   make lock   re-resolve requirements.txt / requirements-test.txt into the hashed .lock files
 # Variables: PROFILE (smoke|quick|paper, default quick), JOBS (cells in parallel), PYTHON (>= 3.11),
 #   TORCH_INDEX (a pip index for torch, e.g. https://download.pytorch.org/whl/cpu for CPU-only wheels),
 #   PORT (make serve).
+# Environment: requirements.txt holds the exact pins of the direct dependencies (edited by hand),
+# requirements-test.txt those of the test tools; `make lock` (uv) resolves them into
+# requirements.lock and requirements-test.lock, the whole tree with sha256 hashes of every file
+# on PyPI (all platforms and Pythons >= 3.11), and derives requirements-notorch.lock: the same
+# lock without torch, torchvision and PyTorch's CUDA libraries. pip installs the locks with
+# --require-hashes. With TORCH_INDEX set, the notorch lock is installed with hashes and then torch
+# and torchvision alone, at the pins of requirements.txt, from TORCH_INDEX: that index's wheels
+# (+cpu builds) are not on PyPI and have other hashes, so these two files are checked by version
+# and HTTPS only. `make test` installs requirements-test.lock on top; `make book` does not.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.diffeosens-installed
+TEST_STAMP := $(VENV)/.diffeosens-test-installed
+# The lock `make` installs: the whole tree, or without torch when TORCH_INDEX provides it.
+LOCK = $(if $(TORCH_INDEX),requirements-notorch.lock,requirements.lock)
+PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check -q
+# `make lock`: uv at this version, resolving for every platform and Python >= 3.11 from PyPI
+# (LOCK_FLAGS=--upgrade to move the unpinned dependencies to their newest releases).
+UV_VERSION ?= 0.13.9
+LOCK_FLAGS ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+  --default-index https://pypi.org/simple --custom-compile-command 'make lock' $(LOCK_FLAGS)
 VENDOR := book/_static/vendor/.stamp
 PROFILE ?= quick
 JOBS ?= 1
@@ -18,7 +38,7 @@ EXPERIMENTS ?= perturbations layers architectures noisy pooling spectra activati
 TORCH_INDEX ?=
 PORT ?= 8000
 
-.PHONY: all setup tools system-deps test sweeps book book-only serve bench clean
+.PHONY: all setup tools system-deps test lock sweeps book book-only serve bench clean data
 
 all: test
 
@@ -38,12 +58,30 @@ tools:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt $(LOCK) pyproject.toml
+	@for pin in $$(grep -E '^[A-Za-z]' requirements.txt | sed 's/\[[^]]*\]//'); do \
+	  grep -qiE "^$${pin//./\\.}( |$$)" requirements.lock || { \
+	    echo "error: requirements.lock lacks $$pin of requirements.txt: run make lock" >&2; exit 2; }; done
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(if $(TORCH_INDEX),$(PY) -m pip install --disable-pip-version-check -q --index-url $(TORCH_INDEX) $$(grep -E '^torch(vision)?==' requirements.txt),)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
-	$(PY) -m pip install --disable-pip-version-check -q --no-build-isolation --no-deps -e .
+	$(PIP_INSTALL) --require-hashes -r $(LOCK)
+	$(if $(TORCH_INDEX),$(PIP_INSTALL) --index-url $(TORCH_INDEX) $$(grep -E '^torch(vision)?==' requirements.txt),)
+	$(PIP_INSTALL) --no-build-isolation --no-deps -e .
 	@touch $@
+
+$(TEST_STAMP): $(STAMP) requirements-test.lock
+	$(PIP_INSTALL) --require-hashes -r requirements-test.lock
+	@touch $@
+
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) uv==$(UV_VERSION)
+	$(UV_COMPILE) requirements.txt -o requirements.lock
+	$(UV_COMPILE) requirements-test.txt -c requirements.lock -o requirements-test.lock
+	{ echo '# requirements.lock without torch, torchvision, triton and the CUDA libraries (nvidia-*, cuda-*),'; \
+	  echo '# for TORCH_INDEX (e.g. CPU wheels): make installs this, then torch and torchvision from that index.'; \
+	  echo '# Written by `make lock`: do not edit.'; \
+	  awk '/^[^ #]/ { skip = ($$0 ~ /^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)[=; ]/) } !skip' requirements.lock | sed '1,2d'; \
+	} > requirements-notorch.lock
 
 # The book's JavaScript (require.js, the ipywidgets HTML manager) comes from npm, never from a CDN.
 $(VENDOR): book/package.json book/package-lock.json
@@ -64,7 +102,7 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: setup system-deps
+test: setup system-deps $(TEST_STAMP)
 	$(PY) -m pytest
 
 sweeps: setup
@@ -93,6 +131,11 @@ bench: setup
 	$(PY) bench/diffeo.py
 	$(PY) bench/sensitivity.py
 	$(PY) bench/train.py
+
+# make data: download DATASETS with torchvision (md5-checked) unless a local copy is found (DIFFEOSENS_DATA, ../shared/data, ...).
+DATASETS ?= cifar10 mnist
+data: $(STAMP)
+	$(PY) -m diffeosens data download $(DATASETS)
 
 clean:
 	rm -rf $(VENV) _build .pytest_cache book/node_modules book/_static/vendor book/_extra
