@@ -118,12 +118,15 @@ def pooling_dataset(onset_second_half: bool) -> xr.Dataset:
     dims = ("arch", "seed", "variant", "shuffle", "layer")
     ds = xr.Dataset({"D": (dims, D), "G": (dims, np.ones_like(D))},
                     coords={"arch": ["VGG11"], "seed": [0], "variant": ["original", "shuffled"], "shuffle": [0], "layer": np.arange(L)})
+    ds = ds.expand_dims(delta=[1.0])  # measure's results always have a delta dimension
     return ds.assign_coords(relative_depth=(("arch", "layer"), DEPTH[None]), layer_kind=(("arch", "layer"), np.array(["act"] * L)[None]))
 
 
 def test_c6_channel_pooling_in_the_second_half():
     assert claims.check_c6(pooling_dataset(True)).verdict == REPRODUCED
     assert claims.check_c6(pooling_dataset(False)).verdict == NOT_REPRODUCED
+    assert claims.check_c6(pooling_dataset(True).isel(delta=0, drop=True)).verdict == claims.INCOMPLETE  # no delta: not measured
+    assert claims.check_c6(pooling_dataset(True).assign_coords(delta=[2.0])).verdict == claims.INCOMPLETE
 
 
 def spectra_dataset(gain_early: float, gain_late: float) -> xr.Dataset:
@@ -297,6 +300,7 @@ def pooling_two_nets(r_pattern: bool) -> xr.Dataset:
     ds = xr.Dataset({"D": (dims, D), "G": (dims, G)},
                     coords={"arch": ["VGG11", "LeNet"], "seed": [0], "variant": ["original", "shuffled"], "shuffle": [0], "layer": np.arange(L)})
     ds["R"] = ds.D / ds.G
+    ds = ds.expand_dims(delta=[1.0])
     return ds.assign_coords(relative_depth=(("arch", "layer"), np.tile(DEPTH, (2, 1))), layer_kind=(("arch", "layer"), np.full((2, L), "act")))
 
 

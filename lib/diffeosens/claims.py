@@ -434,6 +434,7 @@ def check_c6(v: Verdict, pooling: xr.Dataset | None, *, threshold: float = 2.0) 
     v.sources, v.seeds = ("pooling",), _seeds(pooling)
     if "variant" not in pooling.dims or not {"original", "shuffled"} <= {str(x) for x in pooling.variant.values}:
         raise Incomplete("the shuffled (or original) variant was not measured")
+    pooling = _at(pooling, delta=PAPER_DELTA)
     diffs, ok, rows, bad = [], {}, [], []
     t = math.log(threshold)
     for arch in _archs(pooling):
