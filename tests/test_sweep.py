@@ -1,10 +1,11 @@
-"""Tests of the sweep runner and the results store: idempotence, kill -9 resume, isolated
-failures, Dask, schema validation. Uses tiny notebooks (tests/notebooks/cell.ipynb)."""
+"""Tests of the sweep runner and the results store: idempotence, stale results, kill -9 resume,
+isolated failures, Dask, schema validation. Uses tiny notebooks (tests/notebooks/cell.ipynb)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,12 +16,21 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from diffeosens import results
-from diffeosens.sweep import SweepError, load_sweep, run_sweep
+from diffeosens import results, sweep
+from diffeosens.sweep import SweepError, load_sweep, notebook_hash, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 CELLS = REPO / "tests" / "configs" / "cells.yaml"
 FAILING = REPO / "tests" / "configs" / "failing.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _steady_library(monkeypatch):
+    """The default stale policy, and the library's hash as at the start of the test: the library may
+    be edited while the tests run (a change of it is tested by monkeypatching library_hash)."""
+    monkeypatch.delenv("DIFFEOSENS_STALE", raising=False)
+    current = sweep.library_hash()
+    monkeypatch.setattr(sweep, "library_hash", lambda: current)
 
 
 def _values(root: Path, experiment: str) -> dict[str, float]:
@@ -77,9 +87,9 @@ def test_sweep_killed_mid_cell_resumes_only_the_missing_cells(tmp_path):
     time.sleep(1.0)  # the third cell is now running (its notebook sleeps 2 s)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    # a cell is done when its outputs and its executed notebook exist (the .nc may be written
-    # before the kill interrupts the notebook's final save: such a cell is run again)
-    done_before = len([p for p in out.glob("*.nc") if p.with_suffix(".ipynb").exists()])
+    # a cell is done when its record says so (written last, after its outputs and its executed
+    # notebook: a .nc written before the kill interrupts the notebook's final save is run again)
+    done_before = len([p for p in out.glob("*.cell.json") if json.loads(p.read_text())["status"] == "done"])
     assert 1 <= done_before < 6
     report = run_sweep(cfg, profile="smoke", root=tmp_path, progress=False)
     assert report.ok
@@ -112,6 +122,9 @@ def test_parallel_jobs_and_dask_give_the_same_results(tmp_path):
     assert local.ok and dask.ok and len(dask.by_status("ran")) == 6
     a, b = _values(tmp_path / "local", "cells"), _values(tmp_path / "dask", "cells")
     assert a == b and len(a) == 6
+    # the records written on the Dask workers are those of this code: a local rerun skips every cell
+    again = run_sweep(CELLS, profile="smoke", root=tmp_path / "dask", progress=False)
+    assert len(again.by_status("skipped")) == 6 and not again.stale_kept
     for name in a:
         da = results.open_run(tmp_path / "local" / "smoke" / "cells" / name)
         db = results.open_run(tmp_path / "dask" / "smoke" / "cells" / name)
@@ -156,6 +169,194 @@ def test_results_store_rejects_corrupt_and_foreign_files(tmp_path):
         results.open_run(old)
     with pytest.raises(results.ResultsError, match="no results for experiment 'nothing'"):
         results.open_experiment("nothing", root=tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Stale results: a changed notebook, library or upstream cell, or no record, reruns (#12.4)
+# ------------------------------------------------------------------------------------------------
+
+NOTEBOOK = REPO / "tests" / "notebooks" / "cell.ipynb"
+
+
+def _small(tmp_path: Path) -> Path:
+    """The cells sweep over values 1 and 2 only (four cells: first and second stage)."""
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(CELLS.read_text().replace("values: [1, 2, 3]", "values: [1, 2]").replace("tests/notebooks/cell.ipynb", str(NOTEBOOK)))
+    return cfg
+
+
+def _two_notebooks(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The small sweep with its stages on copies of the notebook: first on a.ipynb, second on b.ipynb."""
+    a, b = tmp_path / "a.ipynb", tmp_path / "b.ipynb"
+    shutil.copy(NOTEBOOK, a)
+    shutil.copy(NOTEBOOK, b)
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text(_small(tmp_path).read_text().replace(str(NOTEBOOK), str(a), 1).replace(str(NOTEBOOK), str(b), 1))
+    return cfg, a, b
+
+
+def _edit(path: Path, change) -> None:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    change(nb)
+    nbformat.write(nb, path)
+
+
+def _add_code(nb) -> None:
+    nb.cells[-1].source += "\nassert value > 0"
+
+
+def _ids(report, status: str) -> set[str]:
+    return {r.cell_id for r in report.by_status(status)}
+
+
+def test_a_changed_notebook_reruns_exactly_its_cells_and_those_that_read_them(tmp_path, capsys):
+    cfg, a, b = _two_notebooks(tmp_path)
+    root = tmp_path / "results"
+    assert len(run_sweep(cfg, profile="smoke", root=root, progress=False).by_status("ran")) == 4
+    _, cells = load_sweep(cfg, profile="smoke", root=root)
+    first = {c.cell_id for c in cells if c.stage == "first"}
+    second = {c.cell_id for c in cells if c.stage == "second"}
+    capsys.readouterr()
+    _edit(b, _add_code)  # the second stage's notebook
+    report = run_sweep(cfg, profile="smoke", root=root, progress=False)
+    assert _ids(report, "ran") == second and _ids(report, "skipped") == first
+    assert {r.stale for r in report.by_status("ran")} == {"notebook changed"}
+    assert "2 ran (2 stale), 2 skipped (up to date), 0 failed" in report.summary()
+    out = capsys.readouterr().out
+    assert all(f"stale: {cid} [second] (notebook changed) -> rerun" in out for cid in second), out
+    assert len(run_sweep(cfg, profile="smoke", root=root, progress=False).by_status("ran")) == 0
+    # the first stage's notebook: its cells rerun, and so do the cells that read their results
+    _edit(a, _add_code)
+    report = run_sweep(cfg, profile="smoke", root=root, progress=False)
+    assert _ids(report, "ran") == first | second
+    why = {r.cell_id: r.stale for r in report.by_status("ran")}
+    assert all(why[c] == "notebook changed" for c in first)
+    assert all(why[c].startswith("upstream changed: value=") for c in second), why
+    assert sorted(_values(root, "cells").values()) == [1, 1, 2, 2]
+
+
+def test_saving_outputs_metadata_or_comments_does_not_change_a_notebook(tmp_path, capsys):
+    import nbformat
+
+    cfg, a, b = _two_notebooks(tmp_path)
+    root = tmp_path / "results"
+    assert len(run_sweep(cfg, profile="smoke", root=root, progress=False).by_status("ran")) == 4
+    before = notebook_hash(b)
+
+    def cosmetic(nb):  # what running and saving it in Jupyter does, plus comments, blank lines, prose
+        nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+        for c in nb.cells:
+            c.metadata["collapsed"] = True
+            if c.cell_type == "code":
+                c.execution_count = 7
+                c.outputs = [nbformat.v4.new_output("stream", text="hello\n")]
+                c.source = "# a comment\n\n" + c.source.replace("\n", "  # why\n", 1) + "\n\n"
+            else:
+                c.source += "\n\nMore prose."
+
+    _edit(b, cosmetic)
+    _edit(a, cosmetic)
+    assert notebook_hash(b) == before
+    capsys.readouterr()
+    report = run_sweep(cfg, profile="smoke", root=root, progress=False)
+    assert len(report.by_status("ran")) == 0 and len(report.by_status("skipped")) == 4 and not report.stale_kept
+    assert "stale:" not in capsys.readouterr().out
+    _edit(b, _add_code)  # whereas a change of code is one
+    assert notebook_hash(b) != before
+
+
+def test_a_changed_library_reruns_under_rerun_and_not_under_ignore(tmp_path, capsys, monkeypatch):
+    root, small = tmp_path / "results", _small(tmp_path)
+    assert len(run_sweep(small, profile="smoke", root=root, progress=False).by_status("ran")) == 4
+    monkeypatch.setattr(sweep, "library_hash", lambda: "0123456789abcdef")
+    capsys.readouterr()
+    ignored = run_sweep(small, profile="smoke", root=root, progress=False, stale="ignore")
+    assert len(ignored.by_status("ran")) == 0 and len(ignored.by_status("skipped")) == 4 and not ignored.stale_kept
+    monkeypatch.setenv("DIFFEOSENS_STALE", "ignore")
+    assert len(run_sweep(small, profile="smoke", root=root, progress=False).by_status("ran")) == 0
+    assert "stale:" not in capsys.readouterr().out
+    monkeypatch.setenv("DIFFEOSENS_STALE", "warn")
+    warned = run_sweep(small, profile="smoke", root=root, progress=False)
+    assert len(warned.by_status("ran")) == 0 and len(warned.stale_kept) == 4
+    assert "0 ran (0 stale), 0 skipped (up to date), 4 stale kept" in warned.summary()
+    assert capsys.readouterr().out.count("(library changed) -> kept (DIFFEOSENS_STALE=warn)") == 2  # the first stage
+    monkeypatch.delenv("DIFFEOSENS_STALE")  # the default: rerun
+    rerun = run_sweep(small, profile="smoke", root=root, progress=False)
+    assert len(rerun.by_status("ran")) == 4 and all("library changed" in r.stale for r in rerun.by_status("ran"))
+    assert "4 ran (4 stale), 0 skipped (up to date)" in rerun.summary()
+    assert capsys.readouterr().out.count("library changed") == 4
+    assert len(run_sweep(small, profile="smoke", root=root, progress=False).by_status("ran")) == 0
+    # accept: kept and recorded as computed by this library (no retraining after a refactor)
+    monkeypatch.setattr(sweep, "library_hash", lambda: "fedcba9876543210")
+    accepted = run_sweep(small, profile="smoke", root=root, progress=False, stale="accept")
+    assert len(accepted.by_status("ran")) == 0 and len(accepted.stale_kept) == 4
+    after = run_sweep(small, profile="smoke", root=root, progress=False)
+    assert len(after.by_status("skipped")) == 4 and not after.stale_kept
+    monkeypatch.setenv("DIFFEOSENS_STALE", "sometimes")
+    with pytest.raises(SweepError, match="DIFFEOSENS_STALE='sometimes': valid values are rerun, warn, accept, ignore"):
+        run_sweep(small, profile="smoke", root=root, progress=False)
+
+
+def test_outputs_without_a_record_are_of_unknown_provenance_and_rerun(tmp_path, capsys):
+    root, small = tmp_path / "results", _small(tmp_path)
+    assert len(run_sweep(small, profile="smoke", root=root, progress=False).by_status("ran")) == 4
+    records = sorted((root / "smoke" / "cells").glob("*.cell.json"))
+    assert len(records) == 4 and all(json.loads(p.read_text())["status"] == "done" for p in records)
+    for p in records:  # results as computed before records existed
+        p.unlink()
+    capsys.readouterr()
+    report = run_sweep(small, profile="smoke", root=root, progress=False)
+    assert len(report.by_status("ran")) == 4 and {r.stale for r in report.by_status("ran")} == {"unknown code version: no record"}
+    assert capsys.readouterr().out.count("(unknown code version: no record) -> rerun") == 4
+    for p in records:
+        p.unlink()
+    adopted = run_sweep(small, profile="smoke", root=root, progress=False, stale="accept")
+    assert len(adopted.by_status("ran")) == 0 and len(adopted.stale_kept) == 4 and all(p.exists() for p in records)
+    assert len(run_sweep(small, profile="smoke", root=root, progress=False).by_status("ran")) == 0
+
+
+def test_a_stale_shared_run_restarts_from_scratch_and_an_interrupted_one_resumes(tmp_path):
+    """A training-like shared stage: a resume point of older code is not reused; one of this code is."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('value = 1.0\nout_dir = "run"\ngrid = "{}"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import json, os\nimport xarray as xr\nfrom diffeosens import results\nfactor = 1\n"
+        "state = os.path.join(out_dir, 'state.json')  # a resume point, like train_network's last.pt\n"
+        "if not os.path.exists(state):\n    json.dump(value * factor, open(state, 'w'))\n"
+        "ds = xr.Dataset({'value': ((), float(json.load(open(state))))}, attrs={'schema': 'diffeosens.table/1'})\n"
+        "results.save(ds, os.path.join(out_dir, 'history.nc'), grid=json.loads(grid))")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "train.ipynb"
+    nbformat.write(nb, path)
+    cfg = tmp_path / "shared.yaml"
+    cfg.write_text(f"experiment: shared\nprofiles:\n  smoke: {{}}\nstages:\n  - name: train\n    notebook: {path}\n"
+                   "    shared: true\n    outputs: [history.nc]\n    grid:\n      value: [2, 3]\n")
+    root = tmp_path / "results"
+
+    def values():
+        return sorted(float(results.open_run(p)["value"]) for p in (root / "smoke" / "runs" / "train").glob("*/history.nc"))
+
+    assert len(run_sweep(cfg, profile="smoke", root=root, progress=False).by_status("ran")) == 2 and values() == [2, 3]
+    _edit(path, lambda nb: setattr(nb.cells[1], "source", nb.cells[1].source.replace("factor = 1", "factor = 10")))
+    report = run_sweep(cfg, profile="smoke", root=root, progress=False)
+    assert len(report.by_status("ran")) == 2 and values() == [20, 30]  # not resumed from the state of factor = 1
+    # killed mid-run by this code: the resume point is kept
+    run_dir = next((root / "smoke" / "runs" / "train").glob("value=2-*"))
+    record = json.loads((run_dir / "train.cell.json").read_text())
+    (run_dir / "train.cell.json").write_text(json.dumps({**record, "status": "running"}))
+    (run_dir / "history.nc").unlink()
+    (run_dir / "state.json").write_text("77")
+    report = run_sweep(cfg, profile="smoke", root=root, progress=False)
+    assert len(report.by_status("ran")) == 1 and not report.stale_reruns and values() == [30, 77]
+    # warn: stale results are kept, untouched
+    _edit(path, lambda nb: setattr(nb.cells[1], "source", nb.cells[1].source.replace("factor = 10", "factor = 100")))
+    report = run_sweep(cfg, profile="smoke", root=root, progress=False, stale="warn")
+    assert len(report.stale_kept) == 2 and values() == [30, 77]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         report = run_sweep(
             args.config, profile=args.profile, root=args.root, jobs=args.jobs, scheduler=args.scheduler,
             dask_workers=args.dask_workers, stages=args.stage, force=args.force, progress=not args.no_progress,
+            stale=args.stale,
         )
     except SweepError as err:
         raise CLIError(str(err)) from err
@@ -175,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stage", action="append", help="run only this stage (repeatable)")
     s.add_argument("--force", action="store_true", help="re-run cells whose outputs are valid")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--stale", default=None, choices=["rerun", "warn", "accept", "ignore"],
+                   help="results made by other code (notebook or library changed): rerun them (default, or "
+                        "$DIFFEOSENS_STALE), keep them with a warning, adopt them as current, or ignore the check")
     s.set_defaults(func=_cmd_sweep)
 
     m = sub.add_parser("measure", help="layer-wise D, G, R of a model (zoo, torchvision or your own)")

@@ -49,25 +49,70 @@ stages), ``out_dir`` (shared stages), ``grid`` (JSON of the grid values) and, fo
 
 Guarantees:
 
-* **idempotent**: a cell whose outputs exist and validate is skipped; a training run shared by
-  several experiments (same parameters, same id) is executed once;
+* **idempotent**: a cell whose outputs exist, validate and were computed by the current code (see
+  below) is skipped; a training run shared by several experiments (same parameters, same id) is
+  executed once;
+* **current**: results computed by older code are not silently reused (see *Stale results*);
 * **resumable**: outputs are written atomically (temporary file + rename) and a cell counts as
-  done only when all its outputs validate, so after ``kill -9`` a re-run executes exactly the
-  missing cells (training cells resume from their last checkpoint);
+  done only when all its outputs validate and its record says it finished, so after ``kill -9`` a
+  re-run executes exactly the missing cells (training cells resume from their last checkpoint);
 * **isolated failures**: a raising cell is reported at the end with the path of its executed
   notebook; the other cells finish (cells that depend on it are skipped and reported);
 * **order**: a cell starts only after the cells it needs, with ``--jobs N`` threads locally or on
   a Dask cluster (``scheduler="tcp://..."`` or a local cluster of ``dask_workers`` processes).
+
+Stale results
+-------------
+
+Each cell keeps a *record* next to its executed notebook, ``<notebook_out stem>.cell.json``
+(``results/<profile>/<experiment>/<cell-id>.cell.json``, or ``train.cell.json`` in a shared run's
+folder), written atomically (temporary file + rename). It holds what the cell's results were
+computed by (:func:`cell_stamp`):
+
+* ``notebook_hash``: :func:`notebook_hash` of the template notebook: its code cells only, each
+  normalised by the Python parser (comments, blank lines and layout do not count), so re-saving a
+  notebook with outputs, execution counts, metadata or edited Markdown changes nothing;
+* ``library_hash``: :func:`library_hash`, the source of ``lib/diffeosens/**/*.py`` parsed with
+  docstrings and comments dropped (a documentation fix does not count), computed once per
+  process in the process that loads the sweep (Dask workers must run the same checkout);
+* ``params`` (every parameter, defaults filled in) and ``needs``: the record digests of the cells
+  it reads, so a cell whose upstream cell is recomputed by changed code is stale too (a cell
+  recomputed by the *same* code, e.g. after its output was deleted, does not propagate).
+
+A cell is written ``status: running`` before its notebook starts and ``status: done`` after its
+outputs validate: a cell is up to date only with a ``done`` record that matches the current
+stamp. A cell whose record differs, or whose outputs exist with no record at all (computed before
+records existed, or by hand: unknown provenance), is *stale*. What happens to stale cells is the
+``stale`` argument of :func:`run_sweep`, by default the environment variable
+``DIFFEOSENS_STALE``, by default ``rerun``:
+
+* ``rerun``: the cell is recomputed from scratch: its outputs (for a shared run: every file of its
+  folder, checkpoints included, so that training does not resume from a checkpoint of older code)
+  are deleted first;
+* ``warn``: complete stale outputs are kept (and reported as such); a cell with missing outputs
+  runs (resuming whatever it finds);
+* ``accept``: like ``warn``, and the kept cells are recorded as computed by the current code, so
+  they are up to date from then on (e.g. after a refactor known not to change results, instead of
+  retraining every network);
+* ``ignore``: records are not checked (the behaviour before records existed): outputs that exist
+  and validate are reused.
+
+Each stale cell is announced before the sweep starts, e.g. ``stale: value=1-1a2b3c4d [first]
+(notebook changed) -> rerun``, and :meth:`SweepReport.summary` counts the stale reruns and the
+stale cells kept.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import datetime as _dt
 import hashlib
 import itertools
 import json
 import os
 import re
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping
@@ -81,7 +126,15 @@ import yaml
 from . import profiles as _profiles
 from .results import ResultsError, default_root, open_run
 
-__all__ = ["Cell", "CellResult", "SweepError", "SweepReport", "is_done", "load_sweep", "output_is_valid", "profile_variables", "run_cell", "run_sweep"]
+__all__ = [
+    "STALE_POLICIES", "Cell", "CellResult", "SweepError", "SweepReport", "cell_stamp", "is_done", "library_hash", "load_sweep",
+    "notebook_hash", "output_is_valid", "profile_variables", "record_path", "run_cell", "run_sweep", "stale_reasons",
+]
+
+#: What a sweep does with stale cells (see the module docstring); the default is ``rerun``.
+STALE_POLICIES = ("rerun", "warn", "accept", "ignore")
+#: The environment variable that sets the policy when :func:`run_sweep` is not given one.
+STALE_ENV = "DIFFEOSENS_STALE"
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -103,6 +156,8 @@ class Cell:
     outputs: tuple[str, ...]  # absolute paths that must exist and validate
     notebook_out: str
     deps: tuple[str, ...] = ()
+    stamp: dict[str, Any] = field(default_factory=dict)  # what its results must be computed by (cell_stamp)
+    shared: bool = False  # a shared run: out_dir is the cell's own folder
 
 
 @dataclass
@@ -112,6 +167,7 @@ class CellResult:
     notebook: str
     seconds: float = 0.0
     error: str = ""
+    stale: str = ""  # why the cell's previous results were stale ("" if they were not, or there were none)
 
 
 @dataclass
@@ -127,10 +183,22 @@ class SweepReport:
     def ok(self) -> bool:
         return not self.by_status("failed") and not self.by_status("blocked")
 
+    @property
+    def stale_reruns(self) -> list[CellResult]:
+        """Cells that ran because their previous results were stale."""
+        return [r for r in self.by_status("ran") if r.stale]
+
+    @property
+    def stale_kept(self) -> list[CellResult]:
+        """Stale cells whose results were kept (``warn`` or ``accept``)."""
+        return [r for r in self.by_status("skipped") if r.stale]
+
     def summary(self) -> str:
+        skipped = len(self.by_status("skipped")) - len(self.stale_kept)
+        kept = f", {len(self.stale_kept)} stale kept" if self.stale_kept else ""
         lines = [
-            f"sweep {self.experiment} [{self.profile}]: {len(self.by_status('ran'))} ran, "
-            f"{len(self.by_status('skipped'))} skipped (up to date), {len(self.by_status('failed'))} failed, "
+            f"sweep {self.experiment} [{self.profile}]: {len(self.by_status('ran'))} ran ({len(self.stale_reruns)} stale), "
+            f"{skipped} skipped (up to date){kept}, {len(self.by_status('failed'))} failed, "
             f"{len(self.by_status('blocked'))} blocked"
         ]
         for r in self.by_status("failed"):
@@ -215,6 +283,84 @@ def _resolve_notebook(path: str, config_path: Path) -> Path:
     raise SweepError(f"notebook {path!r} not found (looked next to {config_path} and in {_repo_root()})")
 
 
+# ------------------------------------------------------------------------------------------------
+# What a cell's results are computed by: notebook code, library code, parameters, upstream cells
+# ------------------------------------------------------------------------------------------------
+
+
+def _drop_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def _normalised_code(source: str, *, docstrings: bool) -> str:
+    """``source`` as the parser sees it (no comments, blank lines or layout; without docstrings
+    unless ``docstrings``); source that does not parse (e.g. IPython magics) with its lines stripped."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return "\n".join(line.rstrip() for line in source.strip().splitlines() if line.strip())
+    return ast.unparse(tree if docstrings else _drop_docstrings(tree))
+
+
+def notebook_hash(path: str | os.PathLike) -> str:
+    """A hash of a notebook's code: the source of its code cells in order (papermill's injected
+    parameters cell excluded), each normalised by the Python parser. Outputs, execution counts,
+    metadata, Markdown cells, comments and layout do not count."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    code = [_normalised_code(c.source, docstrings=True) for c in nb.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    return hashlib.sha256(json.dumps(code).encode()).hexdigest()[:16]
+
+
+def _library_files() -> list[Path]:
+    package = Path(__file__).resolve().parent
+    return [p for p in sorted(package.rglob("*.py"))
+            if not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(package).parts)]
+
+
+_LIBRARY_HASH: dict[Any, str] = {}
+
+
+def library_hash() -> str:
+    """A hash of the library's code, ``lib/diffeosens/**/*.py`` (relative paths and sources parsed
+    with docstrings and comments dropped: a documentation fix does not count). Computed once per
+    process (a fraction of a second), again only if a file's size or modification time changes
+    (a long-lived process, e.g. a Jupyter session, sees the library edited under it)."""
+    package = Path(__file__).resolve().parent
+    files = _library_files()
+    key = tuple((p.as_posix(), (st := p.stat()).st_mtime_ns, st.st_size) for p in files)
+    cached = _LIBRARY_HASH.get(key)
+    if cached is None:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(_normalised_code(path.read_text(encoding="utf-8", errors="replace"), docstrings=False).encode() + b"\0")
+        cached = digest.hexdigest()[:16]
+        _LIBRARY_HASH.clear()
+        _LIBRARY_HASH[key] = cached
+    return cached
+
+
+def _digest(stamp: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cell_stamp(notebook_hash: str, params: Mapping[str, Any], needs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What a cell's results are computed by: its notebook's code, the library's code
+    (:func:`library_hash`), its parameters and the stamps of the cells it needs (as digests), in
+    the JSON form its record stores."""
+    stamp = {"notebook_hash": notebook_hash, "library_hash": library_hash(), "params": dict(params),
+             "needs": {cid: _digest(s) for cid, s in sorted(needs.items())}}
+    return json.loads(json.dumps(stamp, sort_keys=True, default=str))
+
+
 def profile_variables(cfg: Mapping[str, Any], profile: str, *, where: str = "config") -> dict[str, Any]:
     """The variables of a parsed sweep config at ``profile``: its own (``profiles.<profile>``), the
     experiment's sizes from :func:`diffeosens.profiles.experiment_sizes` (``n_probe``, ``seeds``,
@@ -292,19 +438,21 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
                 raise SweepError(f"{where}.needs: stage {need.get('stage')!r} must be defined before {name!r}")
         shared = bool(stage.get("shared", False))
         defaults = _notebook_defaults(nb)
+        nb_hash = notebook_hash(nb)
         unknown_params = sorted(set(params) - set(defaults))
         if unknown_params:
             raise SweepError(f"{where}: {nb.name} has no parameter(s) {unknown_params}; its parameters: {', '.join(defaults)}")
         cells_here = []
         for combo in itertools.product(*grid.values()):
             g = dict(zip(grid.keys(), combo))
-            deps, injected = [], {}
+            deps, injected, dep_stamps = [], {}, {}
             for need in needs:
                 match = need.get("match", [])
                 found = [c for c in by_stage[need["stage"]] if all(c.grid.get(k) == g.get(k) for k in match)]
                 if len(found) != 1:
                     raise SweepError(f"{where}: {len(found)} cells of stage {need['stage']!r} match {dict((k, g.get(k)) for k in match)}; need exactly one")
                 deps.append(found[0].cell_id)
+                dep_stamps[found[0].cell_id] = found[0].stamp
                 injected[need.get("param", f"{need['stage']}_dir")] = found[0].out_dir
             # identity: the notebook and the full parameter set (its defaults filled in), so that two
             # configs asking for the same run get the same id whichever defaults they spell out
@@ -331,7 +479,8 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
             if "grid" in defaults:
                 passed["grid"] = json.dumps(g, sort_keys=True, default=str)
             passed.update(injected)
-            cell = Cell(cid, name, str(nb), passed, g, str(out_dir), outputs, str(notebook_out), tuple(deps))
+            stamp = cell_stamp(nb_hash, full, dep_stamps)
+            cell = Cell(cid, name, str(nb), passed, g, str(out_dir), outputs, str(notebook_out), tuple(deps), stamp, shared)
             cells_here.append(cell)
         by_stage[name] = cells_here
         cells.extend(cells_here)
@@ -363,12 +512,104 @@ def output_is_valid(path: str | os.PathLike) -> bool:
             return False
     return True
 
+def record_path(cell: Cell) -> Path:
+    """The cell's record (``<executed notebook stem>.cell.json``): what its results were computed by."""
+    return Path(cell.notebook_out).with_suffix(".cell.json")
 
+
+def _read_record(cell: Cell) -> dict[str, Any] | None:
+    try:
+        record = json.loads(record_path(cell).read_text())
+    except (OSError, ValueError):  # none, or unreadable (records are written atomically: not by a kill)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _write_record(cell: Cell, status: str) -> None:
+    try:
+        from importlib.metadata import version
+
+        lib_version = version("diffeosens")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        lib_version = "unknown"
+    _write_json_atomic(record_path(cell), {
+        **cell.stamp, "status": status, "cell_id": cell.cell_id, "stage": cell.stage, "notebook": cell.notebook,
+        "diffeosens_version": lib_version, "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
+def _cell_files(cell: Cell) -> list[Path]:
+    """Files that hold (part of) a cell's results: its outputs and, for a shared run, its folder."""
+    files = [Path(o) for o in cell.outputs] + [Path(cell.notebook_out)]
+    if cell.shared and Path(cell.out_dir).is_dir():
+        files += [p for p in Path(cell.out_dir).iterdir() if p.is_file() and not p.name.endswith(".lock")]
+    return [p for p in dict.fromkeys(files) if p.exists() and p != record_path(cell)]
+
+
+def _check(cell: Cell) -> tuple[str, list[str]]:
+    """The state of a cell's results against the current code, from its record (outputs are not
+    validated here): ``new`` (nothing there), ``running`` (started by the current code, not
+    finished), ``current`` (finished by the current code) or ``stale`` (with the reasons)."""
+    record = _read_record(cell)
+    if record is None:
+        return ("stale", ["unknown code version: no record"]) if _cell_files(cell) else ("new", [])
+    reasons = []
+    if record.get("notebook_hash") != cell.stamp.get("notebook_hash"):
+        reasons.append("notebook changed")
+    if record.get("library_hash") != cell.stamp.get("library_hash"):
+        reasons.append("library changed")
+    if record.get("params") != cell.stamp.get("params"):
+        reasons.append("parameters changed")
+    old, new = record.get("needs") or {}, cell.stamp.get("needs") or {}
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        reasons.append(f"upstream changed: {', '.join(changed)}")
+    if reasons:
+        return "stale", reasons
+    return ("current" if record.get("status") == "done" else "running"), []
+
+
+def stale_reasons(cell: Cell) -> list[str]:
+    """Why the cell's existing results were not computed by the current code (``[]`` if they
+    were, or if there are none): ``notebook changed``, ``library changed``, ``parameters
+    changed``, ``upstream changed: <cell ids>`` or ``unknown code version: no record``."""
+    return _check(cell)[1]
 
 
 def is_done(cell: Cell) -> bool:
-    """All outputs of the cell exist and validate."""
+    """All outputs of the cell exist and validate, its executed notebook exists and its record says
+    it was finished by the current code (notebook, library, parameters, upstream cells)."""
+    return (_check(cell)[0] == "current" and all(output_is_valid(o) for o in cell.outputs)
+            and Path(cell.notebook_out).exists())
+
+
+def _complete(cell: Cell) -> bool:
     return all(output_is_valid(o) for o in cell.outputs) and Path(cell.notebook_out).exists()
+
+
+def _clear(cell: Cell) -> None:
+    """Delete a stale cell's results (a shared run: its whole folder, checkpoints included) so that
+    its rerun starts from scratch instead of resuming from the state of older code."""
+    for path in _cell_files(cell) + [record_path(cell)]:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _stale_policy(stale: str | None) -> str:
+    policy = (stale if stale is not None else os.environ.get(STALE_ENV) or "rerun").strip().lower()
+    if policy not in STALE_POLICIES:
+        where = "stale" if stale is not None else STALE_ENV
+        raise SweepError(f"{where}={policy!r}: valid values are {', '.join(STALE_POLICIES)} (default rerun)")
+    return policy
 
 
 @contextlib.contextmanager
@@ -401,11 +642,13 @@ def _retitle(path: Path, cell: Cell) -> None:
     nbformat.write(nb, path)
 
 
-def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False) -> CellResult:
+def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False, stale: str = "rerun") -> CellResult:
     """Execute one cell with papermill (or skip it when up to date). Never raises.
 
     ``dep_results`` are the :class:`CellResult` of the cells it needs (as Dask passes futures'
-    values); if any failed, the cell is not run and is reported as ``blocked``.
+    values); if any failed, the cell is not run and is reported as ``blocked``. ``stale`` is what
+    to do with results computed by other code (one of :data:`STALE_POLICIES`, see the module
+    docstring).
     """
     if isinstance(cell, dict):
         cell = Cell(**{**cell, "outputs": tuple(cell["outputs"]), "deps": tuple(cell.get("deps", ()))})
@@ -417,8 +660,16 @@ def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False
     out_dir = Path(cell.out_dir)
     nb_out = Path(cell.notebook_out)
     with _lock(out_dir, cell.cell_id):
-        if not force and is_done(cell):
-            return CellResult(cell.cell_id, "skipped", str(nb_out))
+        state, reasons = _check(cell) if stale != "ignore" else ("ignore", [])
+        why = "; ".join(reasons) if state == "stale" else ""
+        keep = state in ("current", "ignore") or (state == "stale" and stale in ("warn", "accept"))
+        if not force and keep and _complete(cell):
+            if state == "stale" and stale == "accept":
+                _write_record(cell, "done")  # adopted: computed by the current code from now on
+            return CellResult(cell.cell_id, "skipped", str(nb_out), stale=why)
+        if state == "stale" and stale == "rerun":
+            _clear(cell)
+        _write_record(cell, "running")  # a cell killed from now on resumes (its state is of the current code)
         t0 = time.perf_counter()
         tmp = nb_out.with_name(f".{nb_out.stem}.tmp{os.getpid()}.ipynb")
         try:
@@ -434,12 +685,13 @@ def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False
                 os.replace(tmp, nb_out)
             msg = str(err).strip().splitlines()
             short = next((ln for ln in reversed(msg) if ln.strip()), type(err).__name__) if msg else type(err).__name__
-            return CellResult(cell.cell_id, "failed", str(nb_out), time.perf_counter() - t0, short[:500])
+            return CellResult(cell.cell_id, "failed", str(nb_out), time.perf_counter() - t0, short[:500], stale=why)
         missing = [o for o in cell.outputs if not output_is_valid(o)]
         if missing:
             return CellResult(cell.cell_id, "failed", str(nb_out), time.perf_counter() - t0,
-                              f"the notebook finished but did not write valid {', '.join(missing)}")
-        return CellResult(cell.cell_id, "ran", str(nb_out), time.perf_counter() - t0)
+                              f"the notebook finished but did not write valid {', '.join(missing)}", stale=why)
+        _write_record(cell, "done")  # last: the cell counts as done only from here
+        return CellResult(cell.cell_id, "ran", str(nb_out), time.perf_counter() - t0, stale=why)
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
@@ -461,6 +713,7 @@ def run_sweep(
     stages: list[str] | None = None,
     force: bool = False,
     progress: bool = True,
+    stale: str | None = None,
 ) -> SweepReport:
     """Run every cell of a sweep (see the module docstring) and report what happened.
 
@@ -475,7 +728,12 @@ def run_sweep(
         dask_workers: start a local Dask cluster with this many single-threaded worker processes.
         stages: run only these stages (their needs must already be done).
         force: re-run cells even when their outputs are valid.
+        stale: what to do with cells whose results were computed by other code (a changed notebook
+            or library, a recomputed upstream cell, or no record): ``rerun``, ``warn``, ``accept``
+            or ``ignore`` (see the module docstring); default: ``$DIFFEOSENS_STALE``, else ``rerun``.
+            Each stale cell is announced on standard output before the sweep starts.
     """
+    policy = _stale_policy(stale)
     cfg, cells = load_sweep(config, profile=profile, root=root)
     if stages:
         unknown = set(stages) - {c.stage for c in cells}
@@ -485,14 +743,34 @@ def run_sweep(
     report = SweepReport(str(cfg["experiment"]), profile)
     if jobs < 1:
         raise SweepError(f"jobs must be >= 1, got {jobs}")
+    _announce_stale(cells, policy, force)
     if scheduler or dask_workers:
-        report.results = _run_dask(cells, scheduler, dask_workers, force, progress, report.experiment)
+        report.results = _run_dask(cells, scheduler, dask_workers, force, progress, report.experiment, policy)
     else:
-        report.results = _run_local(cells, jobs, force, progress, report.experiment)
+        report.results = _run_local(cells, jobs, force, progress, report.experiment, policy)
     return report
 
 
-def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool, name: str) -> list[CellResult]:
+def _announce_stale(cells: list[Cell], policy: str, force: bool) -> None:
+    """One line per stale cell: ``stale: <cell-id> [<stage>] (<reasons>) -> <what happens>``."""
+    if policy == "ignore":
+        return
+    for cell in cells:
+        state, reasons = _check(cell)
+        if state != "stale":
+            continue
+        if policy == "rerun" or force:
+            action = "rerun"
+        elif not _complete(cell):
+            action = f"run (incomplete; {STALE_ENV}={policy}: resumes from what is there)"
+        elif policy == "warn":
+            action = f"kept ({STALE_ENV}=warn)"
+        else:
+            action = f"accepted as current ({STALE_ENV}=accept)"
+        print(f"stale: {cell.cell_id} [{cell.stage}] ({'; '.join(reasons)}) -> {action}", flush=True)
+
+
+def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool, name: str, stale: str = "rerun") -> list[CellResult]:
     cores = os.cpu_count() or 1
     if jobs > 1:
         os.environ["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
@@ -500,7 +778,7 @@ def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool, name: 
 
     def task(cell: Cell) -> CellResult:
         deps = [futures[d].result() for d in cell.deps if d in futures]
-        return run_cell(cell, *deps, force=force)
+        return run_cell(cell, *deps, force=force, stale=stale)
 
     results: list[CellResult] = []
     with ThreadPoolExecutor(max_workers=jobs) as pool, _progress(len(cells), progress, name) as bar:
@@ -513,7 +791,8 @@ def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool, name: 
     return results
 
 
-def _run_dask(cells: list[Cell], scheduler: str | None, dask_workers: int | None, force: bool, progress: bool, name: str) -> list[CellResult]:
+def _run_dask(cells: list[Cell], scheduler: str | None, dask_workers: int | None, force: bool, progress: bool, name: str,
+              stale: str = "rerun") -> list[CellResult]:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -526,7 +805,8 @@ def _run_dask(cells: list[Cell], scheduler: str | None, dask_workers: int | None
         futures = {}
         for cell in cells:
             deps = [futures[d] for d in cell.deps if d in futures]
-            futures[cell.cell_id] = client.submit(run_cell, asdict(cell), *deps, force=force, key=f"cell-{cell.cell_id}", pure=False)
+            futures[cell.cell_id] = client.submit(run_cell, asdict(cell), *deps, force=force, stale=stale, key=f"cell-{cell.cell_id}",
+                                                   pure=False)
         done: dict[str, CellResult] = {}
         with _progress(len(cells), progress, name) as bar:
             for fut in as_completed(list(futures.values())):
