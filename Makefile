@@ -108,7 +108,7 @@ test: setup system-deps $(TEST_STAMP)
 sweeps: setup
 	@i=0; n=$(words $(EXPERIMENTS)); t0=$$(date +%s); for e in $(EXPERIMENTS); do \
 	  i=$$((i + 1)); echo "== sweep $$i/$$n: $$e ($(PROFILE))"; start=$$(date +%s); \
-	  $(PY) -m diffeosens sweep configs/$$e.yaml --profile $(PROFILE) --jobs $(JOBS) --no-progress || exit 1; \
+	  $(PY) -m diffeosens sweep configs/$$e.yaml --profile $(PROFILE) --jobs $(JOBS) --progress lines || exit 1; \
 	  echo "== sweep $$i/$$n: $$e: $$(( $$(date +%s) - start )) s (total $$(( $$(date +%s) - t0 )) s)"; \
 	done
 

@@ -453,3 +453,17 @@ def test_a_config_that_sets_a_size_is_rejected(tmp_path):
     bad.write_text("experiment: x\n" + stage + "    params: {epochs: 3}\n")
     with pytest.raises(SweepError, match=r"params: epochs is a size of diffeosens.profiles; refer to it"):
         load_sweep(bad, profile="smoke")
+
+
+def test_progress_lines_count_cells_and_estimate_the_time_left(capsys):
+    from diffeosens.sweep import CellResult, SweepError, _advance, _progress
+
+    with _progress(4, "lines", "demo") as bar:
+        _advance(bar, CellResult("a", "ran", "a.ipynb", seconds=10.0))
+        _advance(bar, CellResult("b", "skipped", "b.ipynb", seconds=0.0))
+        _advance(bar, CellResult("c", "ran", "c.ipynb", seconds=30.0))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[demo] 1/4 cells: a ran in 10 s;") and lines[0].endswith("ETA 0:00:30")  # 3 left x 10 s
+    assert lines[2].startswith("[demo] 3/4 cells: c ran in 30 s;") and lines[2].endswith("ETA 0:00:20")  # 1 left x mean 20 s
+    with pytest.raises(SweepError, match="progress must be one of"):
+        _progress(1, "loud", "demo")

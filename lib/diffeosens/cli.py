@@ -28,7 +28,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     try:
         report = run_sweep(
             args.config, profile=args.profile, root=args.root, jobs=args.jobs, scheduler=args.scheduler,
-            dask_workers=args.dask_workers, stages=args.stage, force=args.force, progress=not args.no_progress,
+            dask_workers=args.dask_workers, stages=args.stage, force=args.force,
+            progress="none" if args.no_progress else args.progress,
             stale=args.stale,
         )
     except SweepError as err:
@@ -175,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dask-workers", type=int, default=None, help="start a local Dask cluster with N workers")
     s.add_argument("--stage", action="append", help="run only this stage (repeatable)")
     s.add_argument("--force", action="store_true", help="re-run cells whose outputs are valid")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--progress", default="bar", choices=["bar", "lines", "none"],
+                   help="a progress bar, one line per finished cell with counts and an ETA (for logs), or nothing")
+    s.add_argument("--no-progress", action="store_true", help="the same as --progress none")
     s.add_argument("--stale", default=None, choices=["rerun", "warn", "accept", "ignore"],
                    help="results made by other code (notebook or library changed): rerun them (default, or "
                         "$DIFFEOSENS_STALE), keep them with a warning, adopt them as current, or ignore the check")

@@ -694,12 +694,59 @@ def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False
         return CellResult(cell.cell_id, "ran", str(nb_out), time.perf_counter() - t0, stale=why)
 
 
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
+class _ProgressLines:
+    """One line per finished cell, for logs (``progress="lines"``): counts, the cell's time, the
+    elapsed time and an ETA (mean time of the cells that ran so far, times the cells left)."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.done, self.ran, self.ran_seconds = total, desc, 0, 0, 0.0
+        self.t0 = time.monotonic()
+
+    def __enter__(self) -> _ProgressLines:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        seconds = int(round(seconds))
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+    def update(self, n: int = 1, result: CellResult | None = None) -> None:
+        self.done += n
+        if result is not None and result.status == "ran":
+            self.ran += 1
+            self.ran_seconds += result.seconds
+        left = self.total - self.done
+        eta = self._clock(left * self.ran_seconds / self.ran) if self.ran and left else ("0:00:00" if not left else "?")
+        what = f"{result.cell_id} {result.status} in {result.seconds:.0f} s; " if result is not None else ""
+        print(f"[{self.desc}] {self.done}/{self.total} cells: {what}elapsed {self._clock(time.monotonic() - self.t0)}, ETA {eta}",
+              flush=True)
+
+
+#: How a sweep reports progress: a tqdm bar, one line per cell (for logs), or nothing.
+PROGRESS_MODES = ("bar", "lines", "none")
+
+
+def _progress(total: int, mode: bool | str, desc: str) -> Any:
+    mode = {True: "bar", False: "none"}.get(mode, mode) if isinstance(mode, bool) else mode
+    if mode not in PROGRESS_MODES:
+        raise SweepError(f"progress must be one of {', '.join(PROGRESS_MODES)} (or a bool), got {mode!r}")
+    if mode == "none":
         return contextlib.nullcontext(None)
+    if mode == "lines":
+        return _ProgressLines(total, desc)
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="cell")
+
+
+def _advance(bar: Any, result: CellResult) -> None:
+    if isinstance(bar, _ProgressLines):
+        bar.update(1, result)
+    elif bar is not None:
+        bar.update(1)
 
 
 def run_sweep(
@@ -712,7 +759,7 @@ def run_sweep(
     dask_workers: int | None = None,
     stages: list[str] | None = None,
     force: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
     stale: str | None = None,
 ) -> SweepReport:
     """Run every cell of a sweep (see the module docstring) and report what happened.
@@ -728,12 +775,16 @@ def run_sweep(
         dask_workers: start a local Dask cluster with this many single-threaded worker processes.
         stages: run only these stages (their needs must already be done).
         force: re-run cells even when their outputs are valid.
+        progress: ``"bar"`` (or ``True``) a tqdm bar; ``"lines"`` one line per finished cell with
+            the count, the cell's time, the elapsed time and an ETA (what ``make book`` prints);
+            ``"none"`` (or ``False``) nothing.
         stale: what to do with cells whose results were computed by other code (a changed notebook
             or library, a recomputed upstream cell, or no record): ``rerun``, ``warn``, ``accept``
             or ``ignore`` (see the module docstring); default: ``$DIFFEOSENS_STALE``, else ``rerun``.
             Each stale cell is announced on standard output before the sweep starts.
     """
     policy = _stale_policy(stale)
+    _progress(0, progress, "").__exit__(None, None, None)  # check the mode before any work
     cfg, cells = load_sweep(config, profile=profile, root=root)
     if stages:
         unknown = set(stages) - {c.stage for c in cells}
@@ -770,7 +821,7 @@ def _announce_stale(cells: list[Cell], policy: str, force: bool) -> None:
         print(f"stale: {cell.cell_id} [{cell.stage}] ({'; '.join(reasons)}) -> {action}", flush=True)
 
 
-def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool, name: str, stale: str = "rerun") -> list[CellResult]:
+def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool | str, name: str, stale: str = "rerun") -> list[CellResult]:
     cores = os.cpu_count() or 1
     if jobs > 1:
         os.environ["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
@@ -786,12 +837,11 @@ def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool, name: 
             futures[cell.cell_id] = pool.submit(task, cell)
         for cell in cells:
             results.append(futures[cell.cell_id].result())
-            if bar is not None:
-                bar.update(1)
+            _advance(bar, results[-1])
     return results
 
 
-def _run_dask(cells: list[Cell], scheduler: str | None, dask_workers: int | None, force: bool, progress: bool, name: str,
+def _run_dask(cells: list[Cell], scheduler: str | None, dask_workers: int | None, force: bool, progress: bool | str, name: str,
               stale: str = "rerun") -> list[CellResult]:
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -816,8 +866,7 @@ def _run_dask(cells: list[Cell], scheduler: str | None, dask_workers: int | None
                     key = str(fut.key)[len("cell-"):]
                     res = CellResult(key, "failed", "", error=f"dask task failed: {err}\n{traceback.format_exc(limit=1)}")
                 done[res.cell_id] = res
-                if bar is not None:
-                    bar.update(1)
+                _advance(bar, res)
         return [done[c.cell_id] for c in cells]
     finally:
         client.close()
