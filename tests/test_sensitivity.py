@@ -456,7 +456,8 @@ def test_several_deltas_share_the_draws_and_equal_separate_calls(estimator):
         for v in ("D", "G", "R", "num_D", "num_G", "D_se", "G_se", "R_se"):
             np.testing.assert_allclose(both[v].sel(delta=d).values, one[v].sel(delta=d).values, rtol=1e-12, atol=0)
         np.testing.assert_array_equal(both.deno.values, one.deno.values)
-    assert float(both.num_D.isel(layer=-1, delta=1)) > float(both.num_D.isel(layer=-1, delta=0))
+    if estimator == "mean":  # a larger move changes the input more (the median of a few images need not grow)
+        assert float(both.num_D.isel(layer=0, delta=1)) > float(both.num_D.isel(layer=0, delta=0))
     with pytest.warns(diffeo.OverhangWarning) as record:  # a fold-over warning names the caller's line
         measure(net, x, delta=3.0, **kw)
     assert record[0].filename == __file__
