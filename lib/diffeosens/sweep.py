@@ -729,10 +729,16 @@ class _ProgressLines:
 PROGRESS_MODES = ("bar", "lines", "none")
 
 
-def _progress(total: int, mode: bool | str, desc: str) -> Any:
-    mode = {True: "bar", False: "none"}.get(mode, mode) if isinstance(mode, bool) else mode
+def _progress_mode(mode: bool | str) -> str:
+    """The progress mode named by ``mode`` (``True`` is ``"bar"``, ``False`` is ``"none"``); checked."""
+    mode = {True: "bar", False: "none"}[mode] if isinstance(mode, bool) else mode
     if mode not in PROGRESS_MODES:
         raise SweepError(f"progress must be one of {', '.join(PROGRESS_MODES)} (or a bool), got {mode!r}")
+    return mode
+
+
+def _progress(total: int, mode: bool | str, desc: str) -> Any:
+    mode = _progress_mode(mode)
     if mode == "none":
         return contextlib.nullcontext(None)
     if mode == "lines":
@@ -784,7 +790,7 @@ def run_sweep(
             Each stale cell is announced on standard output before the sweep starts.
     """
     policy = _stale_policy(stale)
-    _progress(0, progress, "").__exit__(None, None, None)  # check the mode before any work
+    _progress_mode(progress)  # check the mode before any work (and before a bar is drawn)
     cfg, cells = load_sweep(config, profile=profile, root=root)
     if stages:
         unknown = set(stages) - {c.stage for c in cells}
