@@ -282,3 +282,23 @@ def test_the_scan_sees_every_kind_of_private_access(tmp_path):
     assert scan("from diffeosens.data.example import _own\n", pkg, "lib/diffeosens/data/example.py") == []
     assert scan("from diffeosens.data.scale1d import _x\n", REPO / "tests" / "test_data.py", "tests/test_data.py") == []
     assert scan("from diffeosens.data.scale1d import _x\n", REPO / "tests" / "test_tasks.py", "tests/test_tasks.py") != []
+
+
+def test_the_package_and_its_light_modules_load_without_torch():
+    """``import diffeosens`` is lazy (PEP 562): the results store, statistics and profiles load
+    without torch, which a notebook that only writes a result (and the sweep tests, one kernel per
+    cell) would otherwise pay seconds for; the re-exported names still resolve, and load torch."""
+    import subprocess
+    import sys
+
+    light = "diffeosens, diffeosens.results, diffeosens.stats, diffeosens.profiles, diffeosens.validation"
+    code = (f"import sys, {light}\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('diffeosens'))\n"
+            "from diffeosens import deform, matched_noise, PAPER_DELTA\n"
+            "import diffeosens\n"
+            "assert diffeosens.sensitivity.measure and 'torch' in sys.modules and PAPER_DELTA == 1.0\n"
+            "assert set(diffeosens.__all__) <= set(dir(diffeosens))\n"
+            "try:\n    diffeosens.no_such_name\nexcept AttributeError as err:\n    assert 'no_such_name' in str(err)\n"
+            "else:\n    raise SystemExit('no AttributeError')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -15,23 +15,27 @@ arXiv:2210.01506). Submodules:
   store, the papermill sweeps, the checks of claims C1–C10).
 """
 
-from .diffeo import (
-    PAPER_CUT,
-    PAPER_DELTA,
-    Coefficients,
-    Diffeo,
-    OverhangWarning,
-    apply_fields,
-    deform,
-    fields_from_coefficients,
-    sample_coefficients,
-    sample_fields,
-    temperature_for,
-    temperature_range,
-    typical_displacement,
-    warp,
-)
-from .noise import matched_noise
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
+    from .diffeo import (
+        PAPER_CUT,
+        PAPER_DELTA,
+        Coefficients,
+        Diffeo,
+        OverhangWarning,
+        apply_fields,
+        deform,
+        fields_from_coefficients,
+        sample_coefficients,
+        sample_fields,
+        temperature_for,
+        temperature_range,
+        typical_displacement,
+        warp,
+    )
+    from .noise import matched_noise
 
 __version__ = "0.1.0"
 
@@ -52,3 +56,28 @@ __all__ = [
     "typical_displacement",
     "warp",
 ]
+
+#: Where each re-exported name lives. Imports are lazy (PEP 562): ``import diffeosens`` and light
+#: submodules such as :mod:`diffeosens.results` load without torch (a notebook that only writes a
+#: result starts in about a second, not four); the first use of a name imports its module.
+_EXPORTS: dict[str, str] = {**{name: "diffeo" for name in __all__ if name != "matched_noise"}, "matched_noise": "noise"}
+_SUBMODULES = frozenset({
+    "claims", "cli", "data", "diffeo", "explorer", "models", "noise", "plots", "pooling", "profiles", "provenance",
+    "results", "runs", "sensitivity", "spectra", "stats", "streams", "sweep", "tasks", "theory", "train",
+    "usermodels", "validation",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

@@ -3,6 +3,9 @@
 Every check raises :class:`ValueError` (or :class:`TypeError` for a wrong type) whose message
 names the offending parameter, says what was received and what is valid, so that bad input
 never surfaces as a traceback from deep inside torch.
+
+torch is imported by the tensor checks only, so that light modules (:mod:`diffeosens.results`,
+:mod:`diffeosens.stats`) load without it.
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "check_choice",
@@ -28,7 +31,9 @@ __all__ = [
 
 def check_float_tensor(x: Any, name: str) -> Tensor:
     """``x`` must be a floating-point :class:`torch.Tensor`."""
-    if not isinstance(x, Tensor):
+    import torch
+
+    if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not torch.is_floating_point(x):
         raise TypeError(
@@ -49,6 +54,8 @@ def check_min_ndim(x: Tensor, ndim: int, layout: str, name: str) -> None:
 
 def check_finite(x: Tensor, name: str) -> None:
     """``x`` must contain no NaN or infinity."""
+    import torch
+
     if not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {n_bad} non-finite value(s) (NaN or inf); all values must be finite")
