@@ -325,3 +325,27 @@ def test_loophole_majority_rule_for_c8_and_c10():
 def test_missing_delta_is_incomplete_not_a_nearest_value():
     ds = layered(paperlike()).assign_coords(delta=[0.5])
     assert claims.check_c3(ds).verdict == INCOMPLETE
+
+
+def _padded(ds: xr.Dataset, arch: str, depth: int) -> xr.Dataset:
+    """``arch`` as a shallower net: layers from ``depth`` on are padding, as open_experiment combines
+    nets of different depths on the deepest net's layer dimension (no layer_name, values NaN)."""
+    names = np.array([[f"layer{k}" for k in range(L)] for _ in ds.arch.values], dtype=object)
+    pad = (ds.arch == arch) & (ds.layer >= depth)
+    names[np.asarray((ds.arch == arch).values), depth:] = np.nan
+    ds = ds.assign_coords(layer_name=(("arch", "layer"), names))
+    for v in ("D", "G", "R"):
+        ds[v] = ds[v].where(~pad)
+    return ds
+
+
+def test_shallower_nets_padding_is_not_undefined_data_but_a_nan_within_a_net_is():
+    ds = layered(paperlike())
+    padded = _padded(ds, "net0", 7)
+    v = claims.check_c1(padded)  # 3 nets x 10 layers + 7 real layers of net0; the 3 padded ones do not count
+    assert v.verdict == REPRODUCED and v.numbers["n"] == 3 * L + 7, v.reason
+    assert claims.check_c3(padded).verdict == REPRODUCED
+    hole = padded.copy(deep=True)
+    hole["R"][0, 0, 0, 0, 2] = np.nan  # a real layer of net0 at init
+    v = claims.check_c1(hole)
+    assert v.verdict == INCOMPLETE and "1 of 37 init R_k values are undefined" in v.reason, v.reason

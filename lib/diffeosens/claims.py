@@ -156,7 +156,22 @@ def _archs(ds: xr.Dataset) -> list[str]:
 
 
 def _per_arch(ds: xr.Dataset, arch: str) -> xr.Dataset:
-    return ds.sel(arch=arch) if "arch" in ds.dims else ds
+    """The data of one network, restricted to its own layers.
+
+    An experiment combines networks of different depths on one ``layer`` dimension (that of the
+    deepest), so a shallower network's trailing layers are padding: no ``layer_name``, values NaN.
+    They are dropped here, so that only a network's real layers count (a NaN *within* them still
+    makes a check incomplete).
+    """
+    a = ds.sel(arch=arch) if "arch" in ds.dims else ds
+    if "layer" in a.dims and "layer_name" in a.coords:
+        names = a.layer_name
+        named = names.notnull() & (names != "")
+        other = [d for d in named.dims if d != "layer"]
+        real = np.asarray(named.any(other).values if other else named.values, bool)
+        if real.ndim == 1 and real.any() and not real.all():
+            a = a.isel(layer=np.flatnonzero(real))
+    return a
 
 
 def _need_states(ds: xr.Dataset, *states: str) -> None:
@@ -230,8 +245,9 @@ def check_c1(v: Verdict, layers: xr.Dataset | None, architectures: xr.Dataset | 
         if ds is None:
             continue
         _need_states(ds, "init")
-        r = seed_mean(_at(ds, delta=PAPER_DELTA, state="init").R)
-        rs.append(np.asarray(r.values, float).ravel())
+        init = _at(ds, delta=PAPER_DELTA, state="init")
+        for arch in _archs(init):
+            rs.append(np.asarray(seed_mean(_per_arch(init, arch).R).values, float).ravel())
         v.sources += (name,)
         v.seeds = v.seeds or _seeds(ds)
     r = np.concatenate(rs)
@@ -482,7 +498,10 @@ def check_c7(v: Verdict, spectra: xr.Dataset | None, *, margin: float = 0.02) ->
     gains, ok, rows = [], {}, []
     for arch in _archs(spectra):
         a = _per_arch(spectra, arch)
-        hf = seed_mean(a.homogeneous_fraction)
+        hf = a.homogeneous_fraction
+        if "eigenvalue" in hf.dims:  # broadcast along the spectrum when runs of different filter sizes were combined:
+            hf = hf.max("eigenvalue", skipna=True)  # equal wherever defined; NaN only for the eigenvalues a net lacks
+        hf = seed_mean(hf)
         tr, ini = hf.sel(state="trained"), hf.sel(state="init")
         if not (np.isfinite(tr.values).all() and np.isfinite(ini.values).all()):
             raise Incomplete(f"{arch}: undefined homogeneous fractions")
