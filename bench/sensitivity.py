@@ -119,8 +119,8 @@ def main() -> None:
         print(f"\nmeasure is {t_ref / t_measure:.1f}x faster than the reference procedure")
 
     # float32 vs float64
-    d32 = measure(net, x, batch_size=128)
-    d64 = measure(net, x, batch_size=128, compute_dtype=torch.float64)
+    d32 = measure(net, x, batch_size=128).isel(delta=0)  # one delta: measure always returns the dimension
+    d64 = measure(net, x, batch_size=128, compute_dtype=torch.float64).isel(delta=0)
     rel = lambda v: np.abs(d32[v].values / d64[v].values - 1)  # noqa: E731
     prec = [{"layer": n, "kind": k, "D f64": f"{d:.4g}", "rel diff D": f"{rd:.1e}", "rel diff G": f"{rg:.1e}"}
             for n, k, d, rd, rg in zip(d64.layer_name.values, d64.layer_kind.values, d64.D.values, rel("D"), rel("G"))]
