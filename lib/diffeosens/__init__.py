@@ -16,6 +16,7 @@ arXiv:2210.01506). Submodules:
 """
 
 import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the eager imports, for type checkers and IDEs
@@ -61,11 +62,8 @@ __all__ = [
 #: submodules such as :mod:`diffeosens.results` load without torch (a notebook that only writes a
 #: result starts in about a second, not four); the first use of a name imports its module.
 _EXPORTS: dict[str, str] = {**{name: "diffeo" for name in __all__ if name != "matched_noise"}, "matched_noise": "noise"}
-_SUBMODULES = frozenset({
-    "claims", "cli", "data", "diffeo", "explorer", "models", "noise", "plots", "pooling", "profiles", "provenance",
-    "results", "runs", "sensitivity", "spectra", "stats", "streams", "sweep", "tasks", "theory", "train",
-    "usermodels", "validation",
-})
+#: The package's submodules, found on disk (nothing is imported to list them).
+_SUBMODULES = frozenset(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def __getattr__(name: str) -> Any:
