@@ -9,6 +9,7 @@ import pytest
 import torch
 import xarray as xr
 from torch import nn
+from torch.optim import optimizer as optim_hooks
 
 from diffeosens import profiles
 from diffeosens.train import (
@@ -20,6 +21,7 @@ from diffeosens.train import (
     make_loaders,
     param_groups,
     train_network,
+    warmup_factor,
 )
 
 torch.set_num_threads(2)
@@ -126,6 +128,84 @@ def test_resume_after_interruption_continues_identically(tmp_path, arch, monitor
     assert torch.equal(next(iter(again.model.state_dict().values())), next(iter(full.model.state_dict().values())))
 
 
+def _recorded_lrs(run) -> list[float]:
+    """The lr of every optimiser step taken while ``run()`` executes (a global step pre-hook)."""
+    seen: list[float] = []
+    handle = optim_hooks.register_optimizer_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_warmup_ramps_the_lr_per_step_then_follows_the_schedule(schedule):
+    rec = RECIPES["scale2d"].with_(warmup_epochs=1.5, schedule=schedule)
+    loaders = make_loaders("twopoints", n_train=64, n_test=16, batch_size=16, seed=0)
+    n = len(loaders.train)
+    assert n == 4
+    net = build_model("LeNet", seed=0, dataset="twopoints", recipe=rec, width_factor=0.125)
+    lrs = _recorded_lrs(lambda: fit(net, loaders.train, loaders.test, rec, epochs=5, progress=False))
+    # slow reference, step by step: the schedule's lr times min(1, epochs done after this step / 1.5)
+    expected = []
+    for e in range(5):
+        for b in range(n):
+            base = lr_at(rec, e + (b / n if schedule == "onecycle" else 0), 5)
+            expected.append(base * min(1.0, (e + (b + 1) / n) / 1.5))
+    assert lrs == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert lrs[0] == pytest.approx(lr_at(rec, 0, 5) / 6)  # first of 6 warm-up steps
+    plain = _recorded_lrs(lambda: fit(build_model("LeNet", seed=0, dataset="twopoints", recipe=rec, width_factor=0.125),
+                                      loaders.train, loaders.test, rec.with_(warmup_epochs=0), epochs=5, progress=False))
+    assert plain[2 * n:] == lrs[2 * n:] and plain[:n] != lrs[:n]  # from epoch 2 on it is the schedule itself
+    assert warmup_factor(rec, 0.75) == 0.5 and warmup_factor(rec, 9.0) == 1.0
+
+
+def test_gradient_clipping_bounds_every_step_and_is_counted():
+    loaders = make_loaders("twopoints", n_train=64, n_test=16, batch_size=16, seed=0)
+    plain = RECIPES["scale2d"].with_(momentum=0.0, weight_decay=0.0, schedule="constant", lr=0.5)
+
+    def steps(rec):
+        net = build_model("LeNet", seed=0, dataset="twopoints", recipe=rec, width_factor=0.125)
+        moves: list[float] = []
+        before: list[torch.Tensor] = []
+
+        def pre(opt, args, kwargs):
+            before[:] = [p.detach().clone() for p in net.parameters()]
+
+        def post(opt, args, kwargs):
+            moves.append(float(torch.sqrt(sum(((p.detach() - q) ** 2).sum() for p, q in zip(net.parameters(), before)))))
+
+        h1 = optim_hooks.register_optimizer_step_pre_hook(pre)
+        h2 = optim_hooks.register_optimizer_step_post_hook(post)
+        try:
+            res = fit(net, loaders.train, loaders.test, rec, epochs=2, progress=False)
+        finally:
+            h1.remove()
+            h2.remove()
+        return moves, res.history.clipped_frac.values
+
+    moves, frac = steps(plain.with_(clip_grad_norm=1e-3))
+    assert max(moves) <= 0.5 * 1e-3 * (1 + 1e-5) and list(frac) == [1.0, 1.0]  # plain SGD: |step| = lr |g| <= lr * clip
+    free, frac = steps(plain.with_(clip_grad_norm=1e9))
+    assert max(free) > 10 * 0.5 * 1e-3 and list(frac) == [0.0, 0.0]
+    _, frac = steps(plain)
+    assert list(frac) == [0.0, 0.0]
+
+
+def test_a_profiles_recipe_departure_is_applied_and_recorded(monkeypatch):
+    assert profiles.recipe_departures("cifar", "quick") == {"warmup_epochs": 1.0}
+    assert profiles.recipe_departures("cifar", "paper") == {} and profiles.recipe_departures("scale1d", "quick") == {}
+    monkeypatch.setitem(profiles.RECIPE_DEPARTURES, "scale2d", {"smoke": {"warmup_epochs": 0.5, "lr": 0.01}})
+    res = train_network("LeNet", dataset="twopoints", recipe="scale2d", profile="smoke", epochs=1, progress=False,
+                        recipe_overrides={"lr": 0.02})
+    import json
+
+    recorded = json.loads(res.history.attrs["recipe"])
+    assert recorded["warmup_epochs"] == 0.5 and recorded["lr"] == 0.02  # explicit overrides win over the profile's
+    assert "warmup_epochs = 0.5" in profiles.table_markdown()
+
+
 def test_hinge_recipe_on_the_two_points_task():
     res = train_network("LeNet", dataset="twopoints", recipe="scale2d", profile="smoke", epochs=3, progress=False)
     h = res.history
@@ -178,6 +258,10 @@ def test_bad_input_raises_clear_errors():
         fit(net, loaders.train, loaders.test, "scale1d")
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         make_loaders("imagenet")
+    with pytest.raises(ValueError, match="warmup_epochs must be a finite number >= 0"):
+        fit(net, loaders.train, loaders.test, RECIPES["scale2d"].with_(warmup_epochs=-1), epochs=1)
+    with pytest.raises(ValueError, match="clip_grad_norm must be a finite number >= 0"):
+        fit(net, loaders.train, loaders.test, RECIPES["scale2d"].with_(clip_grad_norm=float("nan")), epochs=1)
     with pytest.raises(ValueError, match="unknown recipe field"):
         RECIPES["cifar"].with_(learning_rate=1.0)
     with pytest.raises(ValueError, match="train_noise applies to the real-image datasets only"):

@@ -59,6 +59,7 @@ __all__ = [
     "get_recipe",
     "load_checkpoint",
     "lr_at",
+    "warmup_factor",
     "make_loaders",
     "param_groups",
     "save_atomic",
@@ -90,6 +91,8 @@ class Recipe:
     stop_rule: str = "none"  # "none" | "interpolation" (scale1d)
     interpolation_factor: float = 500.0  # scale1d: stop at e >= factor * e0 with zero train loss and val error
     select: str = "best_test"  # checkpoint used downstream: "best_test" | "last"
+    warmup_epochs: float = 0.0  # > 0: the lr ramps linearly per step from ~0 over this many epochs (not the paper's)
+    clip_grad_norm: float = 0.0  # > 0: rescale the gradient to at most this total 2-norm (not the paper's; 0: off)
 
     def with_(self, **changes: Any) -> "Recipe":
         """A copy with some fields changed (unknown fields raise a clear error)."""
@@ -141,6 +144,19 @@ def lr_at(recipe: Recipe, epoch: float, epochs: int) -> float:
             return recipe.lr * frac / 0.25
         return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * (frac - 0.25) / 0.75))
     raise ValueError(f"unknown schedule {recipe.schedule!r}; valid: constant, cosine, onecycle")
+
+
+def warmup_factor(recipe: Recipe, progress: float) -> float:
+    r"""The linear warm-up multiplier :math:`\min(1, e/e_w)` of the lr after ``progress`` epochs
+    (fractional: step :math:`b` of :math:`n` in epoch :math:`e` ends at :math:`e + (b+1)/n`);
+    1 when ``recipe.warmup_epochs`` is 0 (the paper's recipes).
+
+    >>> warmup_factor(RECIPES["cifar"].with_(warmup_epochs=2), 0.5), warmup_factor(RECIPES["cifar"], 0.5)
+    (0.25, 1.0)
+    """
+    if recipe.warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, progress / recipe.warmup_epochs)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -272,11 +288,13 @@ def _state(loader: Any) -> dict[str, Tensor] | None:
 
 def _history_dataset(hist: dict[str, list[float]], attrs: dict[str, Any]) -> xr.Dataset:
     epochs = np.array(hist["epoch"], dtype=np.int64)
-    units = {"train_loss": "1", "train_acc": "1", "test_loss": "1", "test_acc": "1", "lr": "1", "time_s": "s"}
+    units = {"train_loss": "1", "train_acc": "1", "test_loss": "1", "test_acc": "1", "lr": "1", "clipped_frac": "1", "time_s": "s"}
     long = {
         "train_loss": "training loss (epoch average, without regularisers)",
         "train_acc": "training accuracy (epoch average, augmented batches)",
-        "test_loss": "test loss", "test_acc": "test accuracy", "lr": "learning rate", "time_s": "cumulative training time",
+        "test_loss": "test loss", "test_acc": "test accuracy", "lr": "learning rate",
+        "clipped_frac": "fraction of the epoch's steps whose gradient norm was clipped (recipe.clip_grad_norm)",
+        "time_s": "cumulative training time",
     }
     ds = xr.Dataset(
         {k: ("epoch", np.asarray(hist[k], dtype=np.float64), {"long_name": long[k], "units": units[k]}) for k in units},
@@ -334,6 +352,10 @@ def fit(
     epochs = check_positive_int(epochs if epochs is not None else recipe.epochs, "epochs")
     check_choice(recipe.loss, ("ce", "hinge"), "recipe.loss")
     check_choice(recipe.stop_rule, ("none", "interpolation"), "recipe.stop_rule")
+    if not (isinstance(recipe.warmup_epochs, (int, float)) and math.isfinite(recipe.warmup_epochs) and recipe.warmup_epochs >= 0):
+        raise ValueError(f"recipe.warmup_epochs must be a finite number >= 0 (0: no warm-up), got {recipe.warmup_epochs!r}")
+    if not (isinstance(recipe.clip_grad_norm, (int, float)) and math.isfinite(recipe.clip_grad_norm) and recipe.clip_grad_norm >= 0):
+        raise ValueError(f"recipe.clip_grad_norm must be a finite number >= 0 (0: no clipping), got {recipe.clip_grad_norm!r}")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = (dev.type == "cuda") if amp is None else bool(amp)
     if recipe.stop_rule == "interpolation" and val_loader is None:
@@ -349,7 +371,7 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     paths = {k: out / f"{k}.pt" for k in ("init", "best", "last")} if out else {}
 
-    hist: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "time_s")}
+    hist: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "clipped_frac", "time_s")}
     start_epoch, best_acc, best_epoch, elapsed, e0, finished = 0, -1.0, -1, 0.0, None, False
     if out and resume and paths["last"].exists():
         try:
@@ -370,6 +392,7 @@ def fit(
             if ck.get(key) is not None and hasattr(loader, "load_state_dict"):
                 loader.load_state_dict(ck[key])
         hist = {k: list(v) for k, v in ck["history"].items()}
+        hist.setdefault("clipped_frac", [math.nan] * len(hist["epoch"]))  # resume points written before it existed
         start_epoch, best_acc, best_epoch = int(ck["epoch"]) + 1, float(ck["best_acc"]), int(ck["best_epoch"])
         elapsed, finished = float(ck["elapsed"]), bool(ck.get("finished", False))
         e0 = None if int(ck.get("e0", -1)) < 0 else int(ck["e0"])
@@ -389,10 +412,17 @@ def fit(
         tot = 0
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)  # on the device: no GPU sync per batch
         correct = torch.zeros((), dtype=torch.long, device=dev)
+        clipped = torch.zeros((), dtype=torch.long, device=dev)
+        steps = 0
         lr = lr_at(recipe, epoch, epochs)
         for b, (x, y) in enumerate(train_loader):
             if recipe.schedule == "onecycle" and n_batches:
                 lr = lr_at(recipe, epoch + b / n_batches, epochs)
+            if recipe.warmup_epochs > 0:
+                if not n_batches:
+                    raise ValueError("recipe.warmup_epochs needs a train_loader with a length (batches per epoch)")
+                lr = lr_at(recipe, epoch + (b / n_batches if recipe.schedule == "onecycle" else 0), epochs) * warmup_factor(
+                    recipe, epoch + (b + 1) / n_batches)
             for g in opt.param_groups:
                 g["lr"] = lr * lr_scale
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
@@ -401,7 +431,11 @@ def fit(
             total = loss + _ridge(conv_weights, width, recipe) if recipe.ridge > 0 else loss
             opt.zero_grad(set_to_none=True)
             total.backward()
+            if recipe.clip_grad_norm > 0:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
+                clipped += norm > recipe.clip_grad_norm
             opt.step()
+            steps += 1
             tot += y.shape[0]
             loss_sum += loss.detach().double() * y.shape[0]
             correct += ok
@@ -409,7 +443,9 @@ def fit(
         monitor = (epoch + 1) % recipe.monitor_every == 0 or epoch == epochs - 1
         test_loss, test_acc = _evaluate(model, test_loader, recipe, dev, amp) if monitor else (math.nan, math.nan)
         hist["epoch"].append(epoch + 1)
-        for k, v in (("train_loss", train_loss), ("train_acc", train_acc), ("test_loss", test_loss), ("test_acc", test_acc), ("lr", lr)):
+        clipped_frac = int(clipped) / max(steps, 1)
+        for k, v in (("train_loss", train_loss), ("train_acc", train_acc), ("test_loss", test_loss), ("test_acc", test_acc), ("lr", lr),
+                     ("clipped_frac", clipped_frac)):
             hist[k].append(v)
         hist["time_s"].append(time.perf_counter() - t_start)
         if monitor and test_acc > best_acc:
@@ -593,8 +629,9 @@ def train_network(
     if recipe == "auto":  # the paper's choice per family: Adam for the fully connected nets
         recipe = "fcn" if arch.startswith("DenseNet") else {"twopoints": "scale2d", "scale1d": "scale1d"}.get(dataset, "cifar")
     rec = get_recipe(recipe)
-    if recipe_overrides:
-        rec = rec.with_(**recipe_overrides)
+    departures = profiles.recipe_departures(rec.name, profile)  # where the profile is not the paper's recipe
+    if departures or recipe_overrides:
+        rec = rec.with_(**{**departures, **dict(recipe_overrides or {})})
     size = profiles.training(rec.name if rec.name in profiles.TRAINING else "cifar", profile, arch)
     epochs = epochs if epochs is not None else size.epochs
     n_train = n_train if n_train is not None else size.n_train

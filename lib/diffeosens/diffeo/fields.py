@@ -192,7 +192,7 @@ def sample_coefficients(
     if seed is not None and generator is not None:
         raise ValueError("give seed or generator, not both")
     seed = check_seed(seed) if seed is not None else seed_from_generator(generator)
-    kmax = max_mode_index(cut_b) if batch else 1
+    kmax = max_mode_index(float(cut_b.max())) if batch else 1
     normals = standard_normals(seed, stream_id("diffeo", draw), start, start + batch, (2, kmax, kmax),
                                dtype=dtype or torch.get_default_dtype(), device=device)
     return Coefficients(normals, T_b, cut_b)

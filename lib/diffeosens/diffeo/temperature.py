@@ -20,6 +20,7 @@ import inspect
 import math
 import os
 import warnings
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -83,9 +84,23 @@ def max_mode_index(cut: float | Tensor) -> int:
     >>> max_mode_index(3), max_mode_index(15)
     (3, 15)
     """
+    if _is_real_scalar(cut):
+        return _max_mode_index_scalar(float(cut))
     c, _ = as_float64(cut, "cut")
     _check_cut(c)
-    cmax = float(c.max())
+    return _max_mode_index_scalar(float(c.max()))
+
+
+def _is_real_scalar(x: Any) -> bool:
+    """A Python or NumPy real number (not a bool, not a tensor)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+@lru_cache(maxsize=256)
+def _max_mode_index_scalar(cmax: float) -> int:
+    if not math.isfinite(cmax):
+        raise ValueError(f"cut must be finite, got {cmax!r}")
+    _check_cut(torch.tensor(cmax, dtype=torch.float64))
     k = int(math.floor(math.sqrt((cmax + 0.5) ** 2 - 1.0)))
     while k * k + 1 >= (cmax + 0.5) ** 2:  # guard the strict inequality against rounding
         k -= 1
@@ -243,6 +258,34 @@ def resolve_temperature(
             "give exactly one of T (temperature) or delta (typical displacement in pixels); "
             f"got T={T!r}, delta={delta!r}"
         )
+    given = T if delta is None else delta
+    if _is_real_scalar(cut) and _is_real_scalar(given):  # the common case: checked once per value (cached)
+        t, c, t_max = _resolve_scalars(None if T is None else float(T), None if delta is None else float(delta), float(cut), tuple(hw))
+        if t > t_max * (1 + 1e-12):
+            _warn_overhang(t, t_max, c, batch, batch)
+        return torch.tensor([t], dtype=torch.float64), torch.tensor([c], dtype=torch.float64)
+    return _resolve_tensors(T, delta, cut, batch, hw, warn=True)
+
+
+@lru_cache(maxsize=256)
+def _resolve_scalars(T: float | None, delta: float | None, cut: float, hw: tuple[int, int]) -> tuple[float, float, float]:
+    """``(T, cut, T_max)`` of scalar arguments, validated by the tensor path once per distinct value."""
+    t_b, c_b = _resolve_tensors(T, delta, cut, 1, hw, warn=False)
+    _, t_max = temperature_range(hw, c_b)
+    return float(t_b), float(c_b), float(t_max)
+
+
+def _warn_overhang(t: float, t_max: float, cut: float, n_over: int, batch: int) -> None:
+    warnings.warn(
+        f"T={t:.4g} exceeds T_max={t_max:.4g} for cut={cut:g} "
+        f"({n_over} of {batch} image(s)): the field can fold over (overhangs), so the "
+        "map is no longer a diffeomorphism",
+        OverhangWarning,
+        stacklevel=_caller_stacklevel(),
+    )
+
+
+def _resolve_tensors(T: Any, delta: Any, cut: Any, batch: int, hw: tuple[int, int], *, warn: bool) -> tuple[Tensor, Tensor]:
     c, _ = as_float64(cut, "cut")
     _check_cut(c)
     c_b = per_image(c, batch, "cut")
@@ -258,17 +301,12 @@ def resolve_temperature(
         t_b = per_image(t, batch, "T")
     if t_b.numel() != c_b.numel():
         t_b, c_b = torch.broadcast_tensors(t_b, c_b)
-    _, t_max = temperature_range(hw, c_b)
-    over = t_b > t_max * (1 + 1e-12)
-    if bool(over.any()):
-        k = int(over.nonzero()[0])
-        n_over = int(over.sum()) if over.numel() > 1 else batch
-        warnings.warn(
-            f"T={t_b[k].item():.4g} exceeds T_max={t_max[k].item():.4g} for cut={c_b[k].item():g} "
-            f"({n_over} of {batch} image(s)): the field can fold over (overhangs), so the "
-            "map is no longer a diffeomorphism",
-            OverhangWarning,
-            stacklevel=_caller_stacklevel(),
-        )
+    if warn:
+        _, t_max = temperature_range(hw, c_b)
+        over = t_b > t_max * (1 + 1e-12)
+        if bool(over.any()):
+            k = int(over.nonzero()[0])
+            n_over = int(over.sum()) if over.numel() > 1 else batch
+            _warn_overhang(t_b[k].item(), t_max[k].item(), c_b[k].item(), n_over, batch)
     return t_b, c_b
 
