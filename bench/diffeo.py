@@ -5,6 +5,11 @@ Usage::
     python bench/diffeo.py                 # CPU, the full table (a few minutes on 2 cores)
     python bench/diffeo.py --quick         # fewer shapes
     python bench/diffeo.py --device cuda   # adds the GPU bandwidth-floor comparison
+    python bench/diffeo.py --quick --against 75b1f67~1   # also times deform of another commit, side by side
+
+``--against REV`` checks ``REV`` out into a temporary git worktree and times *its* ``deform`` on
+the same cases in a child process, alternating with ours (``--pairs`` times, best of each), so a
+change can be told from the machine: the ratio ours/REV is measured in one run on one machine.
 
 The baseline follows the reference implementation's algorithm and calling pattern (methods §2,
 written here from the spec): one ``deform`` call per image in a Python loop; each call builds
@@ -17,8 +22,11 @@ and ceiling neighbours with clamped indices. The Gaussian baseline is the refere
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -98,8 +106,7 @@ def ref_batch(images: torch.Tensor, T: float, cut: float, gen: torch.Generator, 
 # ---------------------------------------------------------------- benchmark
 
 
-def run(device: torch.device, quick: bool, rounds: int) -> list[dict[str, object]]:
-    rows = []
+def cases_for(quick: bool) -> list[tuple[int, int, int, str]]:
     cases = []
     for n in (32, 224):
         for b in (64, 256, 1024):
@@ -108,14 +115,77 @@ def run(device: torch.device, quick: bool, rounds: int) -> list[dict[str, object
                     if quick and (b != 256 or cut != 3):
                         continue
                     cases.append((n, b, cut, interp))
+    return cases
+
+
+def time_deform(deform_fn, temperature_fn, device: torch.device, case: tuple[int, int, int, str], rounds: int) -> float:
+    """Best seconds per ``deform`` call of ``case = (n, B, cut, interp)`` (the same inputs for every version)."""
+    n, b, cut, interp = case
+    torch.manual_seed(0)
+    x = torch.rand(b, 3, n, n, device=device)
+    delta = 1.0 if cut == 3 else 0.5  # cut 15 at n=32 has T_max below delta = 1
+    T = float(temperature_fn(delta, cut, n))
+    gen = torch.Generator(device=device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    for n, b, cut, interp in cases:
+    return best_time(lambda: deform_fn(x, T=T, cut=cut, interp=interp, generator=gen), rounds=rounds, sync=sync)
+
+
+_CHILD = """
+import json, sys
+import torch
+sys.path[:0] = [{lib!r}, {bench!r}]
+torch.set_num_threads({threads})
+from diffeosens import deform, temperature_for
+from diffeo import time_deform
+cases = [tuple(c) for c in json.loads({cases!r})]
+print(json.dumps([time_deform(deform, temperature_for, torch.device({device!r}), c, {rounds}) for c in cases]))
+"""
+
+
+class OtherVersion:
+    """``deform`` of another commit, checked out in a temporary worktree and timed in a child process."""
+
+    def __init__(self, rev: str) -> None:
+        repo = Path(__file__).resolve().parent.parent
+        self.rev = rev
+        self._tmp = tempfile.TemporaryDirectory(prefix="diffeo-against-")
+        self.path = Path(self._tmp.name) / "tree"
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(self.path), rev], check=True)
+        self._repo = repo
+
+    def times(self, cases: list[tuple[int, int, int, str]], device: torch.device, rounds: int) -> list[float]:
+        code = _CHILD.format(lib=str(self.path / "lib"), bench=str(Path(__file__).resolve().parent), threads=torch.get_num_threads(),
+                             cases=json.dumps(cases), device=str(device), rounds=rounds)
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def close(self) -> None:
+        subprocess.run(["git", "-C", str(self._repo), "worktree", "remove", "--force", str(self.path)], check=False)
+        self._tmp.cleanup()
+
+
+def run(device: torch.device, quick: bool, rounds: int, against: str | None = None, pairs: int = 2) -> list[dict[str, object]]:
+    rows = []
+    cases = cases_for(quick)
+    other_times: list[float] = [math.inf] * len(cases)
+    ours_first: list[float] = [math.inf] * len(cases)
+    if against:
+        other = OtherVersion(against)
+        try:
+            for _ in range(pairs):  # alternate the two versions; keep the best of each
+                ours_first = [min(a, time_deform(deform, temperature_for, device, c, rounds)) for a, c in zip(ours_first, cases)]
+                other_times = [min(a, t) for a, t in zip(other_times, other.times(cases, device, rounds))]
+        finally:
+            other.close()
+    for i, (n, b, cut, interp) in enumerate(cases):
         x = torch.rand(b, 3, n, n, device=device)
         delta = 1.0 if cut == 3 else 0.5  # cut 15 at n=32 has T_max below delta = 1
         T = float(temperature_for(delta, cut, n))
-        gen = torch.Generator(device=device).manual_seed(0)
-        t_ours = best_time(lambda: deform(x, T=T, cut=cut, interp=interp, generator=gen), rounds=rounds, sync=sync)
+        t_ours = min(ours_first[i], time_deform(deform, temperature_for, device, (n, b, cut, interp), rounds))
         row = {"n": n, "B": b, "cut": cut, "interp": interp, "ours img/s": f"{b / t_ours:,.0f}"}
+        if against:
+            row[f"{against} img/s"] = f"{b / other_times[i]:,.0f}"
+            row[f"ours / {against}"] = f"{other_times[i] / t_ours:.2f}x"
         baseline_ok = device.type == "cpu" and not (interp == "gaussian" and n > 32)
         if baseline_ok:
             xb = x if interp == "linear" else x[: min(b, 64)]  # the n^4 baseline is slow: time fewer images
@@ -156,11 +226,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--against", metavar="REV", help="also time deform of this git revision, side by side")
+    p.add_argument("--pairs", type=int, default=2, help="with --against: alternations of the two versions")
     args = p.parse_args()
     device = torch.device(args.device)
     print(header(device))
     print("command: python bench/diffeo.py " + " ".join(sys.argv[1:]))
-    rows = run(device, args.quick, args.rounds)
+    rows = run(device, args.quick, args.rounds, args.against, args.pairs)
     print()
     print(markdown_table(rows))
     if device.type == "cuda":
