@@ -171,6 +171,31 @@ def test_results_store_rejects_corrupt_and_foreign_files(tmp_path):
         results.open_experiment("nothing", root=tmp_path)
 
 
+def test_combining_runs_with_different_spectra_keeps_per_layer_variables_per_layer(tmp_path):
+    """Runs whose ``eigenvalue`` coordinates differ (3x3 vs 5x5 filters) are concatenated along it;
+    a variable without that dimension (``homogeneous_fraction``) must not be broadcast along it."""
+    def run(arch, eigenvalues, hf):
+        n_l, n_e = len(hf), len(eigenvalues)
+        S = np.arange(n_l * n_e, dtype=float).reshape(n_l, n_e) + (100 if arch == "B" else 0)
+        ds = xr.Dataset(
+            {"S": (("layer", "eigenvalue"), S), "S_norm": (("layer", "eigenvalue"), S / S.sum(1, keepdims=True)),
+             "homogeneous_fraction": ("layer", np.asarray(hf, dtype=float)),
+             "layer_name": ("layer", [f"{arch}{i}" for i in range(n_l)])},
+            coords={"layer": np.arange(n_l), "eigenvalue": np.asarray(eigenvalues, dtype=float)},
+        )
+        results.save(ds, tmp_path / "spectra" / f"{arch}.nc", schema="diffeosens.spectra/1", grid={"arch": arch})
+
+    run("A", [0.0, 1.0, 2.0], [0.2, 0.3])
+    run("B", [0.0, 0.5, 1.0, 1.5], [0.4, 0.5, 0.6])
+    ds = results.open_experiment("spectra", root=tmp_path.parent, files=sorted((tmp_path / "spectra").glob("*.nc")))
+    assert ds.homogeneous_fraction.dims == ("arch", "layer")
+    np.testing.assert_array_equal(ds.homogeneous_fraction.sel(arch="A").values, [0.2, 0.3, np.nan])
+    np.testing.assert_array_equal(ds.homogeneous_fraction.sel(arch="B").values, [0.4, 0.5, 0.6])
+    assert ds.S.dims == ("arch", "layer", "eigenvalue") and list(ds.eigenvalue.values) == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert float(ds.S.sel(arch="A", layer=1, eigenvalue=2.0)) == 5.0 and np.isnan(float(ds.S.sel(arch="A", eigenvalue=0.5, layer=0)))
+    assert ds.layer_name.dims == ("arch", "layer") and ds.layer_name.sel(arch="B", layer=2).item() == "B2"
+
+
 # ------------------------------------------------------------------------------------------------
 # Stale results: a changed notebook, library or upstream cell, or no record, reruns (#12.4)
 # ------------------------------------------------------------------------------------------------

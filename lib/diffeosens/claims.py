@@ -499,8 +499,6 @@ def check_c7(v: Verdict, spectra: xr.Dataset | None, *, margin: float = 0.02) ->
     for arch in _archs(spectra):
         a = _per_arch(spectra, arch)
         hf = a.homogeneous_fraction
-        if "eigenvalue" in hf.dims:  # broadcast along the spectrum when runs of different filter sizes were combined:
-            hf = hf.max("eigenvalue", skipna=True)  # equal wherever defined; NaN only for the eigenvalues a net lacks
         hf = seed_mean(hf)
         tr, ini = hf.sel(state="trained"), hf.sel(state="init")
         if not (np.isfinite(tr.values).all() and np.isfinite(ini.values).all()):

@@ -235,6 +235,15 @@ def open_experiment(
         combined = xr.combine_by_coords(expanded, join="outer", combine_attrs="drop", data_vars="all", coords="different", compat="no_conflicts")
     except (ValueError, TypeError) as err:
         raise ResultsError(f"cannot combine the runs of {experiment!r} by coordinates {keys}: {err}") from err
+    own: dict[str, set[str]] = {}  # the dims each variable has in some run
+    for e in expanded:
+        for name, var in e.variables.items():
+            own.setdefault(str(name), set()).update(var.dims)
+    for name in list(combined.data_vars):  # combining concatenates every variable along a dim that
+        for d in [d for d in combined[name].dims if d not in own.get(str(name), set(combined[name].dims))]:
+            collapsed = _collapse(combined[name], d)  # differs between runs (e.g. spectra's eigenvalue):
+            if collapsed is not None:  # undo that broadcast for variables that never had it
+                combined[name] = collapsed.transpose(*[x for x in combined[name].dims if x != d])
     present = [c for c in _LAYER_COORDS if c in combined.data_vars]
     for c in present:  # a per-layer coordinate depends only on the grid dims it varies along (e.g. arch)
         for d in keys:
