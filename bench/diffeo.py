@@ -118,13 +118,19 @@ def cases_for(quick: bool) -> list[tuple[int, int, int, str]]:
     return cases
 
 
-def time_deform(deform_fn, temperature_fn, device: torch.device, case: tuple[int, int, int, str], rounds: int) -> float:
-    """Best seconds per ``deform`` call of ``case = (n, B, cut, interp)`` (the same inputs for every version)."""
-    n, b, cut, interp = case
+def case_inputs(temperature_fn, device: torch.device, case: tuple[int, int, int, str]) -> tuple[torch.Tensor, float]:
+    """The images and temperature of ``case = (n, B, cut, interp)``, the same for every version."""
+    n, b, cut, _ = case
     torch.manual_seed(0)
     x = torch.rand(b, 3, n, n, device=device)
     delta = 1.0 if cut == 3 else 0.5  # cut 15 at n=32 has T_max below delta = 1
-    T = float(temperature_fn(delta, cut, n))
+    return x, float(temperature_fn(delta, cut, n))
+
+
+def time_deform(deform_fn, temperature_fn, device: torch.device, case: tuple[int, int, int, str], rounds: int) -> float:
+    """Best seconds per ``deform`` call of ``case = (n, B, cut, interp)``."""
+    _, _, cut, interp = case
+    x, T = case_inputs(temperature_fn, device, case)
     gen = torch.Generator(device=device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     return best_time(lambda: deform_fn(x, T=T, cut=cut, interp=interp, generator=gen), rounds=rounds, sync=sync)
@@ -178,9 +184,7 @@ def run(device: torch.device, quick: bool, rounds: int, against: str | None = No
         finally:
             other.close()
     for i, (n, b, cut, interp) in enumerate(cases):
-        x = torch.rand(b, 3, n, n, device=device)
-        delta = 1.0 if cut == 3 else 0.5  # cut 15 at n=32 has T_max below delta = 1
-        T = float(temperature_for(delta, cut, n))
+        x, T = case_inputs(temperature_for, device, (n, b, cut, interp))
         t_ours = min(ours_first[i], time_deform(deform, temperature_for, device, (n, b, cut, interp), rounds))
         row = {"n": n, "B": b, "cut": cut, "interp": interp, "ours img/s": f"{b / t_ours:,.0f}"}
         if against:

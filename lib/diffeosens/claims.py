@@ -498,8 +498,7 @@ def check_c7(v: Verdict, spectra: xr.Dataset | None, *, margin: float = 0.02) ->
     gains, ok, rows = [], {}, []
     for arch in _archs(spectra):
         a = _per_arch(spectra, arch)
-        hf = a.homogeneous_fraction
-        hf = seed_mean(hf)
+        hf = seed_mean(a.homogeneous_fraction)
         tr, ini = hf.sel(state="trained"), hf.sel(state="init")
         if not (np.isfinite(tr.values).all() and np.isfinite(ini.values).all()):
             raise Incomplete(f"{arch}: undefined homogeneous fractions")

@@ -243,7 +243,7 @@ def open_experiment(
         for d in [d for d in combined[name].dims if d not in own.get(str(name), set(combined[name].dims))]:
             collapsed = _collapse(combined[name], d)  # differs between runs (e.g. spectra's eigenvalue):
             if collapsed is not None:  # undo that broadcast for variables that never had it
-                combined[name] = collapsed.transpose(*[x for x in combined[name].dims if x != d])
+                combined[name] = collapsed
     present = [c for c in _LAYER_COORDS if c in combined.data_vars]
     for c in present:  # a per-layer coordinate depends only on the grid dims it varies along (e.g. arch)
         for d in keys:

@@ -43,7 +43,7 @@ import xarray as xr
 from torch import Tensor, nn
 
 from .models.kinds import CONVOLUTIONS
-from .validation import check_choice, check_positive_int
+from .validation import check_choice, check_nonnegative, check_positive_int
 from .provenance import provenance, to_attr
 
 __all__ = [
@@ -352,10 +352,8 @@ def fit(
     epochs = check_positive_int(epochs if epochs is not None else recipe.epochs, "epochs")
     check_choice(recipe.loss, ("ce", "hinge"), "recipe.loss")
     check_choice(recipe.stop_rule, ("none", "interpolation"), "recipe.stop_rule")
-    if not (isinstance(recipe.warmup_epochs, (int, float)) and math.isfinite(recipe.warmup_epochs) and recipe.warmup_epochs >= 0):
-        raise ValueError(f"recipe.warmup_epochs must be a finite number >= 0 (0: no warm-up), got {recipe.warmup_epochs!r}")
-    if not (isinstance(recipe.clip_grad_norm, (int, float)) and math.isfinite(recipe.clip_grad_norm) and recipe.clip_grad_norm >= 0):
-        raise ValueError(f"recipe.clip_grad_norm must be a finite number >= 0 (0: no clipping), got {recipe.clip_grad_norm!r}")
+    check_nonnegative(recipe.warmup_epochs, "recipe.warmup_epochs", "0: no warm-up")
+    check_nonnegative(recipe.clip_grad_norm, "recipe.clip_grad_norm", "0: no clipping")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = (dev.type == "cuda") if amp is None else bool(amp)
     if recipe.stop_rule == "interpolation" and val_loader is None:
@@ -405,6 +403,8 @@ def fit(
 
         bar = tqdm(total=epochs, initial=start_epoch, desc=f"train {type(model).__name__}", unit="epoch")
     n_batches = len(train_loader) if hasattr(train_loader, "__len__") else None
+    if recipe.warmup_epochs > 0 and not n_batches:
+        raise ValueError("recipe.warmup_epochs needs a train_loader with a length (batches per epoch)")
     t_start = time.perf_counter() - elapsed
     epoch = start_epoch - 1
     for epoch in range(start_epoch, 0 if finished else epochs):
@@ -414,15 +414,11 @@ def fit(
         correct = torch.zeros((), dtype=torch.long, device=dev)
         clipped = torch.zeros((), dtype=torch.long, device=dev)
         steps = 0
-        lr = lr_at(recipe, epoch, epochs)
+        epoch_lr = lr = lr_at(recipe, epoch, epochs)
         for b, (x, y) in enumerate(train_loader):
-            if recipe.schedule == "onecycle" and n_batches:
-                lr = lr_at(recipe, epoch + b / n_batches, epochs)
+            lr = lr_at(recipe, epoch + b / n_batches, epochs) if recipe.schedule == "onecycle" and n_batches else epoch_lr
             if recipe.warmup_epochs > 0:
-                if not n_batches:
-                    raise ValueError("recipe.warmup_epochs needs a train_loader with a length (batches per epoch)")
-                lr = lr_at(recipe, epoch + (b / n_batches if recipe.schedule == "onecycle" else 0), epochs) * warmup_factor(
-                    recipe, epoch + (b + 1) / n_batches)
+                lr *= warmup_factor(recipe, epoch + (b + 1) / n_batches)
             for g in opt.param_groups:
                 g["lr"] = lr * lr_scale
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)

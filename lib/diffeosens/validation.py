@@ -24,6 +24,7 @@ __all__ = [
     "check_float_tensor",
     "check_min_ndim",
     "check_noise_norm",
+    "check_nonnegative",
     "check_positive_int",
     "check_seed",
 ]
@@ -90,13 +91,19 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     return int(seed)
 
 
-def check_noise_norm(value: Any, name: str = "norm") -> float:
-    """``value`` must be a finite real number ``>= 0``: the expected L2 norm of a Gaussian noise
-    (training-noise corruption, :mod:`diffeosens.data.corruption`); returns it as a ``float``."""
+def check_nonnegative(value: Any, name: str, meaning: str) -> float:
+    """``value`` must be a finite real number ``>= 0``; ``meaning`` says what it is in the error.
+    Returns it as a ``float``."""
     try:
         as_float = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number >= 0 (expected L2 norm of the noise), got {value!r}") from None
+        raise TypeError(f"{name} must be a real number >= 0 ({meaning}), got {value!r}") from None
     if not math.isfinite(as_float) or as_float < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 (expected L2 norm of the noise), got {value!r}")
+        raise ValueError(f"{name} must be a finite number >= 0 ({meaning}), got {value!r}")
     return as_float
+
+
+def check_noise_norm(value: Any, name: str = "norm") -> float:
+    """``value`` must be a finite real number ``>= 0``: the expected L2 norm of a Gaussian noise
+    (training-noise corruption, :mod:`diffeosens.data.corruption`); returns it as a ``float``."""
+    return check_nonnegative(value, name, "expected L2 norm of the noise")
