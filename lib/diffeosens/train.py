@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -321,6 +321,7 @@ def fit(
     max_minutes: float | None = None,
     amp: bool | None = None,
     attrs: dict[str, Any] | None = None,
+    on_epoch: Callable[[int, nn.Module, dict[str, list[float]]], None] | None = None,
 ) -> TrainResult:
     r"""Train ``model`` with ``recipe`` and keep the paper's checkpoints.
 
@@ -343,6 +344,11 @@ def fit(
         max_minutes: stop after the first epoch that ends past this wall-clock budget.
         amp: bf16 autocast; default on for CUDA.
         attrs: extra attributes for the history (e.g. the architecture and dataset).
+        on_epoch: called as ``on_epoch(epoch, model, history)`` after every epoch (``epoch``
+            counts from 1; ``history`` maps each column of the history to its values so far), after
+            the resume point is written, with the model in eval mode and under no autograd. It is
+            for observing a run (e.g. measuring snapshots): torch's global random state is restored
+            after it, so a run with a callback trains exactly as one without.
 
     Returns:
         :class:`TrainResult` with the last-epoch model, the history (:class:`xarray.Dataset` over
@@ -469,6 +475,12 @@ def fit(
                 },
                 paths["last"],
             )
+        if on_epoch is not None:
+            rng = torch.get_rng_state()
+            model.eval()
+            with torch.no_grad():
+                on_epoch(epoch + 1, model, {k: list(v) for k, v in hist.items()})
+            torch.set_rng_state(rng)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", test=f"{test_acc:.3f}")
@@ -610,6 +622,7 @@ def train_network(
     progress: bool = True,
     attrs: dict[str, Any] | None = None,
     recipe_overrides: dict[str, Any] | None = None,
+    on_epoch: Callable[[int, nn.Module, dict[str, list[float]]], None] | None = None,
 ) -> TrainResult:
     """Build ``arch``, make the loaders and :func:`fit` it with ``recipe`` at ``profile`` size.
 
@@ -618,7 +631,8 @@ def train_network(
     ``recipe_overrides`` changes recipe fields (recorded in the history).
 
     Explicit ``epochs``/``n_train``/``n_test``/``width_factor`` override the profile
-    (:mod:`diffeosens.profiles`). The history's attributes record every choice.
+    (:mod:`diffeosens.profiles`). The history's attributes record every choice. ``on_epoch`` is
+    passed to :func:`fit` (an observer called after every epoch).
     """
     from . import profiles
 
@@ -647,5 +661,5 @@ def train_network(
         "model_options": options, "task": task or {}, **(attrs or {}),
     }
     result = fit(model, loaders.train, loaders.test, rec, epochs=epochs, seed=seed, device=device, out_dir=out_dir,
-                 val_loader=loaders.val, progress=progress, attrs=extra)
+                 val_loader=loaders.val, progress=progress, attrs=extra, on_epoch=on_epoch)
     return result
