@@ -134,6 +134,51 @@ def test_book_pages_take_profile_sizes_from_profiles_py():
         assert not hits, (page.name, hits)
 
 
+def test_chapters_pair_the_papers_claims_with_computed_findings():
+    """A chapter states what the paper found as "**The paper:**" and prints beside it, computed from
+    the results at build time, what this build shows (:func:`diffeosens.claims.finding` of the
+    claims page's verdicts): no chapter checks a claim on its own (``check_c*``) or types a verdict."""
+    import re
+
+    for page in (REPO / "book").glob("*.md"):
+        if page.name == "claims.md":  # the page that renders the verdicts themselves
+            continue
+        text = page.read_text()
+        assert not re.search(r"check_c\d|_verdict\b|\.verdict\b", text), page.name
+        for m in re.finditer(r"\*\*The paper", text):
+            after = text[m.end():m.end() + 1500]
+            assert "claims.finding(" in after, (page.name, text[m.start():m.start() + 120])
+    for name in ("layers", "architectures", "noisy", "pooling", "filters", "activations", "scale2d", "scale1d", "theory"):
+        assert "**The paper" in (REPO / "book" / f"{name}.md").read_text(), name
+    # the defect this guards against: the paper's finding stated as this build's, above a figure that need not show it
+    layers = (REPO / "book" / "layers.md").read_text()
+    paper = layers.index("**The paper:**")
+    assert layers.index("$R_k$ drops far below 1") > paper
+
+
+def test_chapters_and_claims_page_print_the_computed_findings(built_book, smoke_results):
+    import html as html_lib
+
+    from diffeosens import claims
+
+    proc, out = built_book
+    assert proc.returncode == 0
+    verdicts = {v.claim: v for v in claims.evaluate("smoke", root=smoke_results[0])}  # the same smoke results the pages read
+    for page, cids in (("layers", ("C1", "C3", "C4")), ("architectures", ("C1", "C2")), ("noisy", ("C5",)), ("pooling", ("C6",)),
+                       ("filters", ("C7",)), ("activations", ("C10",)), ("scale2d", ("C8",)), ("scale1d", ("C9",)), ("theory", ("C10",))):
+        text = html_lib.unescape((out / f"{page}.html").read_text())
+        text = text.translate(str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"'}))  # Sphinx's smart quotes
+        for cid in cids:
+            v = verdicts[cid]
+            assert f"({cid} {v.verdict})" in text.replace("<em>", "").replace("</em>", ""), (page, cid, v.verdict)
+            assert v.reason.split(";")[0][:40] in text, (page, cid, v.reason)
+    claims_page = html_lib.unescape((out / "claims.html").read_text())
+    assert "What would decide it" in claims_page
+    for cid, v in verdicts.items():
+        trend = claims.DECIDING[cid].trend[:60]
+        assert (trend in claims_page) == (v.verdict in claims.UNDECIDED), (cid, v.verdict)
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).exists():

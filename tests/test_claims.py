@@ -349,3 +349,120 @@ def test_shallower_nets_padding_is_not_undefined_data_but_a_nan_within_a_net_is(
     hole["R"][0, 0, 0, 0, 2] = np.nan  # a real layer of net0 at init
     v = claims.check_c1(hole)
     assert v.verdict == INCOMPLETE and "1 of 37 init R_k values are undefined" in v.reason, v.reason
+
+
+# ------------------------------------------------------------------------------------------------
+# The sentences book chapters print for this build, and what would decide an unreproduced claim
+# ------------------------------------------------------------------------------------------------
+
+
+def _fake_results(monkeypatch, tmp_path, data: dict[str, xr.Dataset]):
+    """Make ``evaluate(..., root=tmp_path)`` see ``data[experiment]`` at the smoke profile (and no other experiment)."""
+    from diffeosens import results
+
+    for name in data:
+        (tmp_path / "smoke" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "smoke" / name / "run.nc").touch()
+    monkeypatch.setattr(results, "open_experiment", lambda name, *, profile, root: data[name])
+
+
+def _swapped_layers() -> xr.Dataset:
+    """Trained D_k rises and G_k falls with depth, and G_out ends below its init value: C3 and C4 fail."""
+    nets = paperlike()
+    for a in nets.values():
+        a["trained"]["D"], a["trained"]["G"] = a["trained"]["G"], a["trained"]["D"] * 0.5
+    return layered(nets)
+
+
+def test_finding_flips_with_the_data(tmp_path, monkeypatch):
+    data = {"layers": layered(paperlike())}
+    _fake_results(monkeypatch, tmp_path, data)
+    holds = {v.claim: claims.finding(v) for v in claims.evaluate("smoke", tmp_path, only=["C3", "C4"])}
+    data["layers"] = _swapped_layers()
+    fails = {v.claim: claims.finding(v) for v in claims.evaluate("smoke", tmp_path, only=["C3", "C4"])}
+    for cid in ("C3", "C4"):
+        assert holds[cid].startswith(f"**This build (smoke profile):** the data show it ({cid} *reproduced*): "), holds[cid]
+        assert fails[cid].startswith(f"**This build (smoke profile):** the data do not show it ({cid} *not reproduced*): "), fails[cid]
+    assert "0 of 4 nets" in fails["C4"] and "4 of 4 nets" in holds["C4"]
+
+
+def test_finding_follows_r_f_below_or_above_one():
+    low = noisy_dataset(True)  # trained R_f = 0.1, G_f above init at every level
+    high = noisy_dataset(True)
+    high["D"] = high.D * 25  # trained R_f = 2.5: not below 1
+    high["R"] = high.D / high.G
+    yes, no = claims.finding(claims.check_c5(low)), claims.finding(claims.check_c5(high))
+    assert yes.startswith("**This build:** the data show it (C5 *reproduced*)"), yes
+    assert no.startswith("**This build:** the data do not show it (C5 *not reproduced*)") and "R\\_f 2.5" in no, no
+
+
+def test_finding_says_what_was_not_run(tmp_path, monkeypatch):
+    _fake_results(monkeypatch, tmp_path, {"layers": layered(paperlike())})
+    verdicts = {v.claim: v for v in claims.evaluate("smoke", tmp_path, only=["C1", "C9"])}
+    assert list(verdicts) == ["C1", "C9"]
+    c1 = claims.finding(verdicts["C1"])
+    assert "(C1 *reproduced*)" in c1 and c1.endswith("Not run at this profile, so not part of it: architectures.")
+    c9 = claims.finding(verdicts["C9"])
+    assert c9.startswith("**This build (smoke profile):** not measured (C9 *not run*): experiment(s) scale1d not run"), c9
+    with pytest.raises(ValueError, match="C11"):
+        claims.evaluate("smoke", tmp_path, only=["C11"])
+
+
+def test_finding_of_a_part_and_its_criterion():
+    ok = claims.check_c10(theory_dataset(2.0, 1.0))  # the model holds; the trained half was not run
+    assert ok.verdict == INCOMPLETE
+    assert "the data show it (C10, model part: *reproduced*)" in claims.finding(ok, part="model")
+    assert "the data cannot decide it (C10 *incomplete*)" in claims.finding(ok)
+    flat_g = claims.finding(claims.check_c10(theory_dataset(1.1, 1.0)), part="model", criterion=True)
+    assert "the data do not show it (C10, model part: *not reproduced*)" in flat_g and "Criterion: ReLU slope within 30 %" in flat_g
+    assert "not checked" in claims.finding(claims.check_c10(None), part="model")
+
+
+def test_finding_escapes_markdown_in_the_reason():
+    v = claims.Verdict("C4", "", "", verdict=NOT_REPRODUCED, reason="G_out*2 < 1 | $x$")
+    assert claims.finding(v).endswith(r"G\_out\*2 \< 1 \| \$x\$.")
+
+
+def test_deciding_rows_only_for_claims_not_reproduced():
+    ds = layered(paperlike())
+    reproduced, failed = claims.check_c4(ds), claims.check_c4(_swapped_layers())
+    assert (reproduced.verdict, failed.verdict) == (REPRODUCED, NOT_REPRODUCED)
+    table = claims.deciding_table([reproduced])
+    assert table.empty and list(table.columns) == ["claim", "verdict", "measured trend", "what would decide it", "cost", "source"]
+    row = claims.deciding_table([failed]).set_index("claim").loc["C4"]
+    entry = claims.DECIDING["C4"]
+    assert (row["verdict"], row["measured trend"], row["what would decide it"], row["cost"], row["source"]) == (
+        NOT_REPRODUCED, entry.trend, entry.config, entry.cost, entry.source)
+    incomplete, not_run = claims.check_c10(theory_dataset(2.0, 1.0)), claims.check_c9(None)
+    assert list(claims.deciding_table([reproduced, failed, incomplete, not_run]).claim) == ["C4", "C10"]
+    mine = {"C4": claims.Deciding("G_out falls", "250 epochs", "≈ 85 min on 2 CPU cores (estimated)", "docs/regimes.md#choice")}
+    assert claims.deciding_table([failed], mine).iloc[0]["what would decide it"] == "250 epochs"
+    missing = claims.deciding_table([failed], {}).iloc[0]  # no entry: said so, never dropped
+    assert missing["measured trend"] == missing["what would decide it"] == claims.TO_BE_MEASURED
+
+
+def test_deciding_table_covers_every_claim():
+    assert list(claims.DECIDING) == list(claims.CLAIMS)
+    for cid, d in claims.DECIDING.items():
+        assert all(isinstance(x, str) and x.strip() for x in (d.trend, d.config, d.cost, d.source)), cid
+        assert d.pending == tuple(f for f in ("trend", "config", "cost", "source") if "to be measured" in getattr(d, f).lower())
+    assert claims.DECIDING["C9"].pending == () and "config" in claims.DECIDING["C4"].pending
+
+
+def test_deciding_sources_point_at_existing_sections():
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def slug(heading: str) -> str:  # GitHub's anchors
+        return re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", heading.strip().lower()))
+
+    for cid, d in claims.DECIDING.items():
+        refs = re.findall(r"([\w./-]+\.(?:md|py))(?:#([\w-]+))?", f"{d.source} {d.cost} {d.config}")
+        assert refs, cid
+        for path, anchor in refs:
+            assert (repo / path).is_file(), (cid, path)
+            if anchor:
+                headings = [slug(line.lstrip("#")) for line in (repo / path).read_text().splitlines() if line.startswith("#")]
+                assert anchor in headings, (cid, path, anchor)

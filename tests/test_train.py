@@ -193,6 +193,31 @@ def test_gradient_clipping_bounds_every_step_and_is_counted():
     assert list(frac) == [0.0, 0.0]
 
 
+def test_an_on_epoch_observer_sees_every_epoch_and_does_not_change_training():
+    """The observer is called after each epoch (1..E) in eval mode without autograd, with the history so
+    far; an observer that draws from torch's global RNG and runs the model (as a measurement does)
+    leaves the run identical to one without it (AlexNet: dropout draws from the global RNG)."""
+    def run(observer=None):
+        loaders = make_loaders("cifar10", n_train=128, n_test=64, batch_size=32, augment=True, seed=1)
+        net = build_model("AlexNet", seed=1, width_factor=0.125)
+        return fit(net, loaders.train, loaders.test, "cifar", epochs=3, seed=1, progress=False, on_epoch=observer)
+
+    seen = []
+
+    def observer(epoch, model, history):
+        assert not model.training and not torch.is_grad_enabled()
+        torch.rand(1000)  # consumes global random numbers
+        model(torch.randn(4, 3, 32, 32))
+        seen.append((epoch, len(history["epoch"]), history["test_acc"][-1]))
+
+    plain, observed = run(), run(observer)
+    assert [(e, n) for e, n, _ in seen] == [(1, 1), (2, 2), (3, 3)]
+    np.testing.assert_array_equal([a for _, _, a in seen], observed.history.test_acc.values)
+    for k, v in plain.model.state_dict().items():
+        assert torch.equal(v, observed.model.state_dict()[k]), k
+    np.testing.assert_array_equal(plain.history.train_loss.values, observed.history.train_loss.values)
+
+
 def test_a_profiles_recipe_departure_is_applied_and_recorded(monkeypatch):
     assert profiles.recipe_departures("cifar", "quick") == {"warmup_epochs": 1.0}
     assert profiles.recipe_departures("cifar", "paper") == {} and profiles.recipe_departures("scale1d", "quick") == {}

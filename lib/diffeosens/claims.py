@@ -20,6 +20,12 @@ Claims that look at several networks use **one majority rule**: the per-network 
 hold for at least :data:`MAJORITY` (75 %) of them. :func:`evaluate` runs them all for one
 profile; the book's claims page only prints its table.
 
+Book pages never state by hand what this build's data show: beside each statement of the paper
+they print :func:`finding`, the sentence a verdict makes ("**This build (quick profile):** the data
+do not show it (C4 *not reproduced*): ..."). For a claim a build does not reproduce, the claims
+page adds what would decide it: the measured trend, the cheapest configuration that reverses it
+and its cost, from the hand-edited table :data:`DECIDING` (rendered by :func:`deciding_table`).
+
 Seeds are aggregated as everywhere in the package, with :func:`diffeosens.stats.seed_mean`: as in
 the NeurIPS-2021 paper (open choice O9), geometric mean of D, G, R (arithmetic mean of the test
 error). Fits and rank correlations are :func:`diffeosens.stats.fit_exponent` and
@@ -31,7 +37,8 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +50,14 @@ from .diffeo import PAPER_DELTA
 from .results import output_layer
 from .stats import ExponentFit, fit_exponent, seed_mean, spearman
 
-__all__ = ["CLAIMS", "ERROR", "INCOMPLETE", "MAJORITY", "NOT_REPRODUCED", "NOT_RUN", "REPRODUCED", "VERDICTS", "Incomplete", "Verdict",
-           "block_curve", "evaluate", "verdict_table"]
+__all__ = ["CLAIMS", "DECIDING", "ERROR", "INCOMPLETE", "MAJORITY", "NOT_REPRODUCED", "NOT_RUN", "REPRODUCED", "TO_BE_MEASURED",
+           "UNDECIDED", "VERDICTS", "Deciding", "Incomplete", "Verdict", "block_curve", "deciding_table", "evaluate", "finding",
+           "verdict_table"]
 
 REPRODUCED, NOT_REPRODUCED, INCOMPLETE, NOT_RUN, ERROR = "reproduced", "not reproduced", "incomplete", "not run", "error"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCOMPLETE, NOT_RUN, ERROR)
+#: The verdicts for which the claims page says what would decide the claim (:data:`DECIDING`).
+UNDECIDED = (NOT_REPRODUCED, INCOMPLETE)
 
 #: The majority rule of every multi-network claim: the per-network condition holds for at least this fraction.
 MAJORITY = 0.75
@@ -69,6 +79,8 @@ CLAIMS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 @dataclass
 class Verdict:
+    """The outcome of one claim's check (module docstring): what was measured, against which criterion, and why."""
+
     claim: str
     statement: str
     quantity: str
@@ -82,6 +94,8 @@ class Verdict:
     sources: tuple[str, ...] = ()
     numbers: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    #: experiments the claim needs that were not run at this profile (filled in by :func:`evaluate`)
+    missing: tuple[str, ...] = ()
 
 
 class Incomplete(Exception):
@@ -643,10 +657,14 @@ def check_c10(v: Verdict, theory: xr.Dataset | None, activations: xr.Dataset | N
         _finite(slopes[act], f"theory slope of ln G_k ({act})")
         if act == "relu":
             v.value, v.uncertainty = slopes[act], se
-    relu_ok = abs(slopes["relu"] - np.log(2)) < 0.3 * np.log(2)
-    odd_ok = all(abs(s) < 0.1 for a, s in slopes.items() if a in ("tanh", "linear"))
+    relu_tol, odd_max = 0.3, 0.1  # the ReLU slope within 30 % of ln 2; |tanh, linear slope| below 0.1
+    relu_ok = abs(slopes["relu"] - np.log(2)) < relu_tol * np.log(2)
+    odd_ok = all(abs(s) < odd_max for a, s in slopes.items() if a in ("tanh", "linear"))
     v.detail = "theory slopes of ln G_k: " + ", ".join(f"{a} {s:+.3f}" for a, s in slopes.items())
     theory_note = f"theory ln G slope relu {slopes['relu']:+.2f}, " + ", ".join(f"{a} {s:+.2f}" for a, s in slopes.items() if a != "relu")
+    # the model half on its own, for the theory chapter (kept even when the trained half is missing)
+    v.numbers["model"] = {"holds": bool(relu_ok and odd_ok), "slopes": slopes, "reason": theory_note,
+                          "criterion": f"ReLU slope within {100 * relu_tol:g} % of ln 2 = 0.69 per layer, |tanh/linear slope| < {odd_max:g}"}
     if activations is None:
         raise Incomplete(f"{theory_note}; the trained-CNN half (activations experiment) was not run")
     v.sources += ("activations",)
@@ -682,16 +700,20 @@ _CHECKS: dict[str, Callable[..., Verdict]] = {
 }
 
 
-def evaluate(profile: str = "quick", root: str | os.PathLike | None = None) -> list[Verdict]:
-    """Check every claim against the results of ``profile``.
+def evaluate(profile: str = "quick", root: str | os.PathLike | None = None, *, only: Sequence[str] | None = None) -> list[Verdict]:
+    """Check every claim (or the claims ``only`` names, in :data:`CLAIMS` order) against the results of ``profile``.
 
     An experiment with no results at this profile is ``None`` for its checks (missing everywhere:
-    "not run"); one whose results cannot be read gives an "error" verdict naming the problem.
+    "not run") and is listed in the verdict's ``missing``; one whose results cannot be read gives
+    an "error" verdict naming the problem. A book chapter calls it with ``only`` for the verdicts
+    it prints, so they are the claims page's.
     """
     from pathlib import Path
 
     from .results import default_root, open_experiment
 
+    if only is not None and (unknown := sorted(set(only) - set(CLAIMS))):
+        raise ValueError(f"unknown claim(s) {', '.join(unknown)}; the claims are {', '.join(CLAIMS)}")
     base = Path(root) if root is not None else default_root()
     cache: dict[str, xr.Dataset | None | Exception] = {}
 
@@ -708,6 +730,8 @@ def evaluate(profile: str = "quick", root: str | os.PathLike | None = None) -> l
 
     verdicts = []
     for cid, (statement, needs) in CLAIMS.items():
+        if only is not None and cid not in only:
+            continue
         datasets = [get(n) for n in needs]
         broken = [(n, d) for n, d in zip(needs, datasets) if isinstance(d, Exception)]
         if broken:
@@ -716,6 +740,7 @@ def evaluate(profile: str = "quick", root: str | os.PathLike | None = None) -> l
         else:
             v = _CHECKS[cid](*datasets)
         v.profile = profile
+        v.missing = tuple(n for n, d in zip(needs, datasets) if d is None)
         verdicts.append(v)
     return verdicts
 
@@ -728,3 +753,202 @@ def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
         rows.append({"claim": v.claim, "verdict": v.verdict, "reason": v.reason, "value": val, "quantity": v.quantity,
                      "profile": v.profile, "seeds": v.seeds or "-", "from": ", ".join(v.sources) or "-"})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# what this build shows, and what would decide a claim it does not reproduce
+# ------------------------------------------------------------------------------------------------
+
+#: How :func:`finding` words each verdict.
+_FINDING = {
+    REPRODUCED: "the data show it",
+    NOT_REPRODUCED: "the data do not show it",
+    INCOMPLETE: "the data cannot decide it",
+    NOT_RUN: "not measured",
+    ERROR: "the check failed",
+}
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>$|])")
+
+
+def _md(text: str) -> str:
+    """``text`` with Markdown's special characters escaped: a reason is data, never markup."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def finding(v: Verdict, *, part: str | None = None, criterion: bool = False) -> str:
+    """What this build's data show about the claim of ``v``, as one Markdown sentence.
+
+    It is made from the verdict alone: the verdict, the check's one-line reason (with the measured
+    numbers), the profile, and the experiments the claim needs that were not run at it. So it uses
+    exactly the criterion of the claims page and flips with the data. Book chapters print it
+    beside the paper's statement of the claim ("**The paper:** …") instead of a hand-written
+    reading of their figures.
+
+    ``part`` names one half of a claim that its check records on its own in ``v.numbers[part]``
+    as ``{"holds", "reason", "criterion"}`` (C10's ``"model"``: the constant-filter model, for the
+    theory chapter); the sentence then says whether that half holds, or why it could not be checked.
+    ``criterion=True`` appends the criterion the verdict applies.
+
+    >>> v = Verdict("C4", CLAIMS["C4"][0], "", verdict=NOT_REPRODUCED, profile="quick", reason="holds in 0 of 4 nets")
+    >>> finding(v)
+    '**This build (quick profile):** the data do not show it (C4 *not reproduced*): holds in 0 of 4 nets.'
+    """
+    where = f"This build ({v.profile} profile)" if v.profile else "This build"
+    rule = v.criterion
+    if part is None:
+        head = f"{_FINDING.get(v.verdict, v.verdict)} ({v.claim} *{v.verdict}*)"
+        reason = v.reason
+    elif isinstance(sub := v.numbers.get(part), dict):
+        verdict = REPRODUCED if sub["holds"] else NOT_REPRODUCED
+        head = f"{_FINDING[verdict]} ({v.claim}, {part} part: *{verdict}*)"
+        reason, rule = sub["reason"], sub.get("criterion", rule)
+    else:
+        head = f"{v.claim}, {part} part: not checked ({v.claim} *{v.verdict}*)"
+        reason = v.reason
+    reason = reason.rstrip(". ") or "the check gave no reason"
+    text = f"**{where}:** {head}: {_md(reason)}."
+    if v.missing and v.verdict != NOT_RUN:
+        text += f" Not run at this profile, so not part of it: {', '.join(v.missing)}."
+    if criterion and rule:
+        text += f" Criterion: {_md(rule.rstrip('.'))}."
+    return text
+
+
+#: Marks what no measurement backs yet in :data:`DECIDING` (a whole field, or the part of one that
+#: names a candidate still to be tried).
+TO_BE_MEASURED = "to be measured"
+
+
+@dataclass(frozen=True)
+class Deciding:
+    """What would decide a claim that a build does not reproduce: one entry of :data:`DECIDING`.
+
+    Plain text, edited by hand as measurements come in. Say "measured" or "estimated" next to every
+    number, and write :data:`TO_BE_MEASURED` wherever no measurement exists yet.
+
+    Attributes:
+        trend: the measured trend of the claim's quantity over the configurations tried, with its
+            numbers (e.g. "G_out trained/init rises with test accuracy: 0.11 at 52 % → 0.49 at 80 %").
+        config: the cheapest configuration measured to reverse the verdict (profile or recipe,
+            networks, epochs, data), or "none affordable" followed by the candidate to try next.
+        cost: what ``config`` costs and on what hardware, marked measured or estimated (e.g.
+            "≈ 14 min on 2 CPU cores (measured)", "≈ 6 GPU-hours (estimated)").
+        source: where the numbers are recorded: files and sections ("docs/regimes.md#choice").
+    """
+
+    trend: str
+    config: str
+    cost: str
+    source: str
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """The fields that still wait for a measurement (those mentioning :data:`TO_BE_MEASURED`)."""
+        return tuple(f for f in ("trend", "config", "cost", "source") if TO_BE_MEASURED in getattr(self, f).lower())
+
+
+_QUICK_RUN = "bench/RESULTS.md#re-run-with-the-one-epoch-warm-up-commit-5860ce1-2026-12-03"
+_REGIMES = "docs/regimes.md#hypotheses-and-measurements-cifar-10"
+_TRAJECTORIES = "bench/trajectories.py (per-epoch trajectories of every claim's quantity)"
+
+#: Claim id -> what would decide it when a build does not reproduce it (rendered by
+#: :func:`deciding_table` on the claims page, for the claims of :data:`UNDECIDED` verdicts only).
+#: "quick" numbers are those of the `make book` of 2026-12-03 (bench/RESULTS.md).
+DECIDING: dict[str, Deciding] = {
+    "C1": Deciding(
+        trend="reproduced at quick: init R_k in (0.5, 2) at 87 of 87 probe points of 6 CIFAR-10 nets, median 0.91 "
+              "(a claim about initialisation: no training involved)",
+        config="the quick profile's init measurements (layers and architectures sweeps, P = 200 and 500 probe images)",
+        cost="≈ 2 min on 2 CPU cores for the 10 init measurements alone (estimated from ≈ 10 s per measurement cell, "
+             "measured); ≈ 14 min with the trainings of both sweeps (measured: 657 s + 158 s)",
+        source=_QUICK_RUN),
+    "C2": Deciding(
+        trend="the error rises with R_f across nets; the law ε ≈ 0.2·√R_f itself puts R_f ≈ 1 at 80 % accuracy, so R_f ≪ 1 "
+              "needs errors of a few percent (measured R_f = 0.5–1 at 67–80 %). At quick (6 nets, 44–79 % accuracy) "
+              "ε = 0.36·R_f^0.28 (se 0.07), reproduced near the edges of the criterion (b ≥ 0.25, A ≤ 0.4); "
+              "not reproduced (b = 0.06 ± 0.17) while VGG11 collapsed untrained",
+        config="the quick profile with its one-epoch lr warm-up (6 nets, 6 epochs on all 50,000 images)",
+        cost="≈ 14 min on 2 CPU cores (measured: layers sweep 657 s + architectures sweep 158 s)",
+        source=f"{_QUICK_RUN}; {_REGIMES}"),
+    "C3": Deciding(
+        trend="trained D_k falls with depth faster than at init in 4 of 4 nets at quick and in 8 of the 11 regimes of "
+              "the regime table (slope per unit depth from +0.14…+0.65 at init to −0.17…−1.10); the exceptions are LeNets "
+              "trained on 2,000–5,000 images (33–43 % test accuracy, slope +0.07 to +0.50)",
+        config="the quick profile's layers sweep (4 nets, 6 epochs on all 50,000 images)",
+        cost="≈ 11 min on 2 CPU cores (measured: layers sweep 657 s)",
+        source=f"{_QUICK_RUN}; {_REGIMES}"),
+    "C4": Deciding(
+        trend="G_out trained/init rises with test accuracy but stays below 1 in every regime measured: 0.11 at 52 % "
+              "(LeNet) → 0.43 at 67 % (LeNet, 30 epochs) → 0.49 at 80 % (VGG11 ×0.25, 20 epochs; 0.59 at 77 %); "
+              "0.20–0.31 at 57–79 % at quick. Inside the nets trained G_k is already above init in most layers and "
+              "falls only in the last ones",
+        config="none affordable among the 14 regimes measured (up to 80 % accuracy, ≤ 15 min of training each); "
+               "candidate, to be measured: VGG11 ×0.25 with the paper's recipe at its full 250 epochs on all 50,000 "
+               "images (bench/trajectories.py vgg11_w025_250ep)",
+        cost="candidate ≈ 85 min of training on 2 CPU cores (estimated: 20.4 s per epoch × 250, bench/RESULTS.md"
+             "#training-pipeline-benchtrainpy); the paper's full-width nets ≈ 16× that per net (estimated from the "
+             "width, ×4)",
+        source=f"{_REGIMES}; docs/regimes.md#choice; {_TRAJECTORIES}"),
+    "C5": Deciding(
+        trend="as C4: at quick 0 of 5 trainable (net, noise level) pairs; LeNet at σ = 0 has R_f 1.3 and G_f trained/init "
+              "0.2 at 57 % accuracy, below its initial noise sensitivity like every net of the C4 study",
+        config="none affordable measured: the noisy nets first need C4's reversal; candidate, to be measured: the C4 "
+               "candidate trained at each noise level",
+        cost="to be measured (estimated: ≈ 85 min on 2 CPU cores per noise level for VGG11 ×0.25 at 250 epochs; "
+             "the paper has 7 levels)",
+        source=f"{_QUICK_RUN}; {_REGIMES}"),
+    "C6": Deciding(
+        trend="at quick (4 nets, 6 epochs) the shuffled/original D ratio is 0.77–1.3 in the first half and 0.59–3.3 in "
+              "the second half, the R ratio ≤ 1.5: the ratio passes 2 in the second half of some "
+              "nets' D_k, of no net's R_k. How it grows with training: to be measured",
+        config="to be measured (bench/trajectories.py records the shuffling ratios per epoch)",
+        cost="to be measured",
+        source=f"{_QUICK_RUN}; {_TRAJECTORIES}"),
+    "C7": Deciding(
+        trend="at quick the homogeneous fraction of the filters gains +0.115 on average, but early layers gain more "
+              "than late ones only in VGG11 (1 of 4 nets). How it grows with training: to be measured",
+        config="to be measured (bench/trajectories.py records the homogeneous fraction per epoch and half of the net)",
+        cost="to be measured",
+        source=f"{_QUICK_RUN}; {_TRAJECTORIES}"),
+    "C8": Deciding(
+        trend="at quick (3 VGGs, 30 epochs on 1,024 two-point images) it holds in 2 of 3 nets; VGG11's trained G_k "
+              "falls with depth (slope −0.31) and shuffling moves its D_k by |log10| 0.33 (bound log10 2 = 0.30)",
+        config="to be measured; candidate: VGG11 ×0.25 at the paper's 300 epochs (bench/trajectories.py "
+               "scale2d_vgg11_w025_300ep)",
+        cost="to be measured",
+        source=f"{_QUICK_RUN}; {_TRAJECTORIES}"),
+    "C9": Deciding(
+        trend="the trained slopes approach the theory with the training time past interpolation (stride-2 ReLU cell, "
+              "width 64): G slope per block +0.11 at 2·e0, +0.48 at 10·e0, +0.92 at 30·e0 (theory +1); D slope −0.81, "
+              "−0.80, −1.07 (theory −1)",
+        config="train to 30 times the interpolation epoch e0 (the quick profile's stride-2 cell, width 64, ridge 0.01)",
+        cost="≈ 4.5 min of training on 2 CPU cores (measured: 268 s; the scale1d sweep 323 s)",
+        source="docs/regimes.md#the-1d-model-claim-c9"),
+    "C10": Deciding(
+        trend="the constant-filter model holds at quick (ReLU ln G_k slope ≈ ln 2, tanh flat); the trained half does "
+              "not: G_f(tanh)/G_f(ReLU) = 1.7 (AlexNet), 1.1 (LeNet), nets whose ReLU G_out is itself below init (C4)",
+        config="to be measured (it likely needs C4's reversal first: a ReLU net whose noise sensitivity grows with "
+               "training)",
+        cost="to be measured",
+        source=_QUICK_RUN),
+}
+
+#: The entry of a claim missing from :data:`DECIDING`.
+_NO_ENTRY = Deciding(TO_BE_MEASURED, TO_BE_MEASURED, TO_BE_MEASURED, "—")
+
+
+def deciding_table(verdicts: Sequence[Verdict], entries: Mapping[str, Deciding] | None = None) -> pd.DataFrame:
+    """What would decide each claim that ``verdicts`` leave undecided (:data:`UNDECIDED`: not
+    reproduced or incomplete): one row with its verdict and its entry of ``entries`` (default
+    :data:`DECIDING`): the measured trend, the cheapest configuration that reverses it, its cost and
+    the source of the numbers. Claims reproduced, not run or whose check failed get no row; an
+    undecided claim without an entry gets one that says "to be measured"."""
+    entries = DECIDING if entries is None else entries
+    rows = []
+    for v in verdicts:
+        if v.verdict in UNDECIDED:
+            d = entries.get(v.claim, _NO_ENTRY)
+            rows.append({"claim": v.claim, "verdict": v.verdict, "measured trend": d.trend,
+                         "what would decide it": d.config, "cost": d.cost, "source": d.source})
+    return pd.DataFrame(rows, columns=["claim", "verdict", "measured trend", "what would decide it", "cost", "source"])
