@@ -211,6 +211,57 @@ def test_c10_rectification_and_odd_activations():
     assert claims.check_c10(None, None).verdict == NOT_RUN
 
 
+def scale2d_with_tanh(nets: dict[str, tuple[float, float]]) -> xr.Dataset:
+    """2D-task nets with a tanh variant: nets[arch] = (ReLU G_out trained/init, tanh/ReLU trained G_f).
+    Init G = 0.1 flat; D falls with depth when trained, for both activations; shuffled = original."""
+    parts = []
+    for act in ("default", "tanh"):
+        curves = {}
+        for arch, (gain, ratio) in nets.items():
+            g_out = 0.1 * gain * (ratio if act == "tanh" else 1.0)
+            trained_g = np.linspace(0.1, g_out, L)
+            curves[arch] = {"init": {"D": flat(), "G": flat()}, "trained": {"D": 0.1 * 10 ** (-DEPTH), "G": trained_g}}
+        ds = layered(curves, errors={a: 0.01 for a in nets}).isel(delta=0, drop=True)
+        ds = xr.concat([ds, ds], xr.DataArray(["original", "shuffled"], dims="variant", name="variant"), coords="minimal", compat="override")
+        parts.append(ds.expand_dims(activation=[act]))
+    return xr.concat(parts, "activation", coords="minimal", compat="override")
+
+
+def test_c10_trained_half_from_the_tanh_variants_of_the_2d_task_nets():
+    theory = theory_dataset(2.0, 1.0)
+    good = scale2d_with_tanh({"VGG11bn": (30.0, 0.1), "VGG16bn": (6.0, 0.3), "VGG11": (0.9, 2.0)})
+    v = claims.check_c10(theory, None, good)
+    # VGG11's ReLU net lost noise sensitivity in training: listed, not counted; the two others hold
+    assert v.verdict == REPRODUCED and "2 of 2" in v.reason and "VGG11 (2D task)" in v.reason and "not counted" in v.reason
+    assert v.sources == ("theory", "scale2d")
+    # tanh does not lower G_f in one of two eligible nets: 50 % < 75 %
+    assert claims.check_c10(theory, None, scale2d_with_tanh({"VGG11bn": (30.0, 0.1), "VGG16bn": (6.0, 3.0)})).verdict == NOT_REPRODUCED
+    # one eligible net is not enough
+    one = claims.check_c10(theory, None, scale2d_with_tanh({"VGG11bn": (30.0, 0.1), "VGG11": (0.9, 2.0)}))
+    assert one.verdict == NOT_REPRODUCED and "at least 2" in one.reason
+    # no ReLU net gained noise sensitivity: the premise fails, whatever tanh does
+    none = claims.check_c10(theory, None, scale2d_with_tanh({"A": (0.5, 0.1), "B": (0.9, 0.1)}))
+    assert none.verdict == NOT_REPRODUCED and "no ReLU net gained" in none.reason
+    # pairs from both experiments count together (CIFAR-10 nets of activations_dataset gain noise sensitivity)
+    both = claims.check_c10(theory, activations_dataset({"LeNet": 3.0}), scale2d_with_tanh({"VGG11bn": (30.0, 0.1), "VGG16bn": (6.0, 0.3)}))
+    assert both.verdict == NOT_REPRODUCED and "2 of 3" in both.reason
+    # a tanh net whose values are undefined is missing data, never a pass
+    broken = good.copy(deep=True)
+    broken["G"].loc[dict(arch="VGG16bn", activation="tanh", state="trained", layer=L - 1)] = np.nan
+    assert claims.check_c10(theory, None, broken).verdict == INCOMPLETE
+    # the ReLU nets alone: no pair, incomplete
+    assert claims.check_c10(theory, None, good.sel(activation=["default"])).verdict == INCOMPLETE
+
+
+def test_c8_uses_the_relu_nets_of_a_sweep_with_tanh_variants():
+    ds = scale2d_with_tanh({"VGG11bn": (30.0, 0.1), "VGG16bn": (6.0, 0.3)})
+    assert claims.check_c8(ds).verdict == REPRODUCED
+    ds["G"].loc[dict(activation="tanh")] = ds.G.sel(activation="tanh")[..., ::-1].values  # tanh G_k falls with depth: not C8's business
+    assert claims.check_c8(ds).verdict == REPRODUCED
+    ds["G"].loc[dict(activation="default")] = ds.G.sel(activation="default")[..., ::-1].values
+    assert claims.check_c8(ds).verdict == NOT_REPRODUCED
+
+
 def test_evaluate_reports_not_run_for_missing_experiments(tmp_path):
     verdicts = claims.evaluate("smoke", root=tmp_path)
     assert [v.claim for v in verdicts] == list(claims.CLAIMS)
