@@ -932,16 +932,16 @@ DECIDING: dict[str, Deciding] = {
         source=f"{_QUICK_RUN}; {_REGIMES}"),
     "C4": Deciding(
         trend="G_out trained/init rises with test accuracy but stays below 1 in every regime measured: 0.11 at 52 % "
-              "(LeNet) → 0.43 at 67 % (LeNet, 30 epochs) → 0.49 at 80 % (VGG11 ×0.25, 20 epochs; 0.59 at 77 %); "
-              "0.20–0.31 at 57–79 % at quick. Inside the nets trained G_k is already above init in most layers and "
-              "falls only in the last ones",
-        config="none affordable among the 14 regimes measured (up to 80 % accuracy, ≤ 15 min of training each); "
-               "candidate, to be measured: VGG11 ×0.25 with the paper's recipe at its full 250 epochs on all 50,000 "
-               "images (bench/trajectories.py vgg11_w025_250ep)",
-        cost="candidate ≈ 85 min of training on 2 CPU cores (estimated: 20.4 s per epoch × 250, bench/RESULTS.md"
-             "#training-pipeline-benchtrainpy); the paper's full-width nets ≈ 16× that per net (estimated from the "
-             "width, ×4)",
-        source=f"{_REGIMES}; docs/regimes.md#choice; {_TRAJECTORIES}"),
+              "(LeNet) → 0.43 at 67 % (LeNet, 30 epochs) → 0.49 at 80 % (VGG11 ×0.25, 20 epochs); 0.20–0.31 at 57–79 % "
+              "at quick. Per epoch (paper recipe compressed to 60 epochs, ×0.25): VGG11 0.55 at 66 % → 0.70 at 80 % → "
+              "0.75–0.78 at 85 % (trained G_k slope +0.03…+0.06); VGG11bn 0.37–0.55 at 80–85 %. Inside the nets trained "
+              "G_k is above init in most layers and falls only in the last ones",
+        config="none affordable: every configuration measured up to VGG11 ×0.25 for 60 epochs (≈ 50 min of training) "
+               "stays below 1; the next candidate, to be measured: VGG11 ×0.25 with the paper's recipe at its full 250 "
+               "epochs on all 50,000 images (bench/trajectories.py vgg11_w025_250ep)",
+        cost="candidate ≈ 85 min of training on 2 quiet CPU cores (estimated: 20.4 s per epoch × 250, bench/RESULTS.md"
+             "#training-pipeline-benchtrainpy); the paper's full-width nets ≈ 16× that per net (estimated from the width)",
+        source=f"{_REGIMES}; docs/regimes.md#trajectories-per-epoch"),
     "C5": Deciding(
         trend="as C4: at quick 0 of 5 trainable (net, noise level) pairs; LeNet at σ = 0 has R_f 1.3 and G_f trained/init "
               "0.2 at 57 % accuracy, below its initial noise sensitivity like every net of the C4 study",
@@ -951,25 +951,31 @@ DECIDING: dict[str, Deciding] = {
              "the paper has 7 levels)",
         source=f"{_QUICK_RUN}; {_REGIMES}"),
     "C6": Deciding(
-        trend="at quick (4 nets, 6 epochs) the shuffled/original D ratio is 0.77–1.3 in the first half and 0.59–3.3 in "
-              "the second half, the R ratio ≤ 1.5: the ratio passes 2 in the second half of some "
-              "nets' D_k, of no net's R_k. How it grows with training: to be measured",
-        config="to be measured (bench/trajectories.py records the shuffling ratios per epoch)",
-        cost="to be measured",
-        source=f"{_QUICK_RUN}; {_TRAJECTORIES}"),
+        trend="the shuffled/original D ratio of the second half grows with training but R's does not: VGG11 ×0.25 D "
+              "ratio 1.1 (first half) → 2.0–2.5 (second half) from epoch 10 to 55 of 60, R ratio ≤ 1.3 in the second half "
+              "at every epoch; VGG11bn D 1.0 → 1.2–2.2, R ≤ 2.0 (measured per epoch); at quick 0 of 4 nets",
+        config="none affordable: not reversed by 60 epochs of VGG11 or VGG11bn ×0.25 (≈ 50 and 55 min of training); "
+               "candidate, to be measured: the 250-epoch run of C4",
+        cost="candidate ≈ 85 min per net on 2 quiet CPU cores (estimated)",
+        source=f"{_QUICK_RUN}; docs/regimes.md#trajectories-per-epoch"),
     "C7": Deciding(
-        trend="at quick the homogeneous fraction of the filters gains +0.115 on average, but early layers gain more "
-              "than late ones only in VGG11 (1 of 4 nets). How it grows with training: to be measured",
-        config="to be measured (bench/trajectories.py records the homogeneous fraction per epoch and half of the net)",
-        cost="to be measured",
-        source=f"{_QUICK_RUN}; {_TRAJECTORIES}"),
+        trend="the filters' homogeneous fraction rises from 1/9 in both halves, but the early layers gain more only in "
+              "VGG11 (0.199 vs 0.181 at 60 epochs ×0.25; also at quick); in VGG11bn the late layers gain more at every "
+              "epoch measured (0.18 vs 0.22–0.25, epochs 5–35); at quick 1 of 4 nets",
+        config="none affordable: training length does not reverse VGG11bn's order (measured up to 35 of 60 epochs); "
+               "whether LeNet and AlexNet reverse with longer training: to be measured",
+        cost="≈ 1 min per net to measure the spectra of checkpoints (measured); LeNet and AlexNet at 60 epochs ≈ 10–15 min "
+             "of training each on 2 CPU cores (estimated)",
+        source=f"{_QUICK_RUN}; docs/regimes.md#trajectories-per-epoch"),
     "C8": Deciding(
-        trend="at quick (3 VGGs, 30 epochs on 1,024 two-point images) it holds in 2 of 3 nets; VGG11's trained G_k "
-              "falls with depth (slope −0.31) and shuffling moves its D_k by |log10| 0.33 (bound log10 2 = 0.30)",
-        config="to be measured; candidate: VGG11 ×0.25 at the paper's 300 epochs (bench/trajectories.py "
-               "scale2d_vgg11_w025_300ep)",
-        cost="to be measured",
-        source=f"{_QUICK_RUN}; {_TRAJECTORIES}"),
+        trend="VGG11 (no BatchNorm) fails at every training length measured: trained G_k falls with depth (slope −0.41 "
+              "at 30 and 60 epochs, −0.13 at 100) and shuffling moves its second-half D_k by ×2.7–4.6; flat from epoch ~60 "
+              "on (zero hinge loss). The BatchNorm VGGs hold: VGG11bn G slope +1.7, R_f 0.002; VGG16bn +1.15, R_f 0.014 "
+              "(×0.25, seed 0, measured per epoch)",
+        config="the paper's first four 2D-task nets (VGG11, VGG11bn, VGG13bn, VGG16bn) at the quick profile's 30 epochs: "
+               "3 of 4 hold, the 75 % majority (the verdicts at 30 and 60 epochs are the same)",
+        cost="≈ 1.5 s per epoch per net at ×0.25 on 1 CPU core (measured): ≈ 1 min of training per net",
+        source="docs/regimes.md#trajectories-per-epoch; bench/trajectories/scale2d_*.json"),
     "C9": Deciding(
         trend="the trained slopes approach the theory with the training time past interpolation (stride-2 ReLU cell, "
               "width 64): G slope per block +0.11 at 2·e0, +0.48 at 10·e0, +0.92 at 30·e0 (theory +1); D slope −0.81, "
@@ -978,12 +984,14 @@ DECIDING: dict[str, Deciding] = {
         cost="≈ 4.5 min of training on 2 CPU cores (measured: 268 s; the scale1d sweep 323 s)",
         source="docs/regimes.md#the-1d-model-claim-c9"),
     "C10": Deciding(
-        trend="the constant-filter model holds at quick (ReLU ln G_k slope ≈ ln 2, tanh flat); the trained half does "
-              "not: G_f(tanh)/G_f(ReLU) = 1.7 (AlexNet), 1.1 (LeNet), nets whose ReLU G_out is itself below init (C4)",
-        config="to be measured (it likely needs C4's reversal first: a ReLU net whose noise sensitivity grows with "
-               "training)",
-        cost="to be measured",
-        source=_QUICK_RUN),
+        trend="the constant-filter model holds (ReLU ln G_k slope ≈ ln 2, tanh flat). Trained: where the ReLU net gains "
+              "noise sensitivity, tanh removes most of it — 2D task, VGG11bn: G_f(tanh)/G_f(ReLU) = 0.075 (ReLU G_out "
+              "×36 over init, tanh ×2); where the ReLU net's G_out falls in training there is nothing to remove and "
+              "tanh is not lower: 2D-task VGG11 2.1, CIFAR-10 AlexNet 1.7, LeNet 1.1 (measured)",
+        config="the tanh variants of the 2D-task nets at the quick profile (VGG11, VGG11bn, VGG13bn, VGG16bn, 30 epochs); "
+               "the CIFAR-10 half needs C4's reversal first",
+        cost="≈ 1 min of training per tanh net on 1 CPU core (measured, ×0.25, 1,024 images)",
+        source="docs/regimes.md#trajectories-per-epoch; bench/trajectories/scale2d_*tanh*.json"),
 }
 
 #: The entry of a claim missing from :data:`DECIDING`.
