@@ -492,3 +492,79 @@ def test_progress_lines_count_cells_and_estimate_the_time_left(capsys):
     assert lines[2].startswith("[demo] 3/4 cells: c ran in 30 s;") and lines[2].endswith("ETA 0:00:20")  # 1 left x mean 20 s
     with pytest.raises(SweepError, match="progress must be one of"):
         _progress(1, "loud", "demo")
+
+
+# ------------------------------------------------------------------------------------------------
+# Warm kernels: one kernel per worker, reset between cells; --fresh-kernels restores one per cell
+# ------------------------------------------------------------------------------------------------
+
+LEAK = REPO / "tests" / "configs" / "leak.yaml"
+
+
+def _leak_config(tmp_path: Path, **variables) -> Path:
+    """The leak sweep with other profile variables (values, fail_on, die_on)."""
+    cfg = tmp_path / "leak.yaml"
+    smoke = {"values": [1, 2, 3], "fail_on": -1, "die_on": -1, **variables}
+    cfg.write_text(LEAK.read_text().replace("tests/notebooks/leak.ipynb", str(REPO / "tests" / "notebooks" / "leak.ipynb"))
+                   .replace("{values: [1, 2, 3], fail_on: -1, die_on: -1}", json.dumps(smoke)))
+    return cfg
+
+
+def _probes(root: Path) -> dict[int, xr.Dataset]:
+    return {int(ds["value"]): ds for ds in (results.open_run(p) for p in (root / "smoke" / "leak").glob("*.nc"))}
+
+
+def test_a_warm_kernel_runs_every_cell_in_a_fresh_namespace(tmp_path):
+    report = run_sweep(_leak_config(tmp_path), profile="smoke", root=tmp_path, progress=False)
+    assert report.ok and len(report.by_status("ran")) == 3
+    probes = _probes(tmp_path)
+    assert sorted(probes) == [1, 2, 3]
+    assert len({int(ds["pid"]) for ds in probes.values()}) == 1  # one kernel for the three cells
+    assert [int(probes[v]["warm"]) for v in (1, 2, 3)] == [0, 1, 1]  # whose imports stay warm
+    for ds in probes.values():  # but no variable and no figure of the cell before
+        assert int(ds["inherited"]) == 0 and int(ds["figures"]) == 0
+        assert ds.attrs["cwd"] == str(tmp_path / "smoke" / "leak")
+    for nb in (tmp_path / "smoke" / "leak").glob("*.ipynb"):  # each executed notebook counts from 1, as in a fresh kernel
+        counts = [c.get("execution_count") for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        assert counts == [1, 2, 3, 4], (nb.name, counts)
+
+
+def test_warm_and_fresh_kernels_give_the_same_results(tmp_path, monkeypatch):
+    small = _small(tmp_path)
+    warm = run_sweep(small, profile="smoke", root=tmp_path / "warm", progress=False)
+    monkeypatch.setenv("DIFFEOSENS_FRESH_KERNEL", "1")
+    fresh = run_sweep(small, profile="smoke", root=tmp_path / "fresh", progress=False)
+    assert warm.ok and fresh.ok and len(warm.by_status("ran")) == len(fresh.by_status("ran")) == 4
+    names = sorted(p.name for p in (tmp_path / "warm" / "smoke" / "cells").glob("*.nc"))
+    assert names == sorted(p.name for p in (tmp_path / "fresh" / "smoke" / "cells").glob("*.nc")) and len(names) == 4
+    for name in names:
+        xr.testing.assert_identical(results.open_run(tmp_path / "warm" / "smoke" / "cells" / name),
+                                    results.open_run(tmp_path / "fresh" / "smoke" / "cells" / name))
+        a, b = (json.loads((tmp_path / kind / "smoke" / "cells" / name).with_suffix(".cell.json").read_text()) for kind in ("warm", "fresh"))
+        assert {k: v for k, v in a.items() if k != "written"} == {k: v for k, v in b.items() if k != "written"}
+    # the records are those of the same code: warm skips what fresh ran, and the other way round
+    assert len(run_sweep(small, profile="smoke", root=tmp_path / "warm", progress=False).by_status("skipped")) == 4
+    monkeypatch.delenv("DIFFEOSENS_FRESH_KERNEL")
+    assert len(run_sweep(small, profile="smoke", root=tmp_path / "fresh", progress=False).by_status("skipped")) == 4
+    monkeypatch.setenv("DIFFEOSENS_FRESH_KERNEL", "sometimes")
+    with pytest.raises(SweepError, match="DIFFEOSENS_FRESH_KERNEL='sometimes'"):
+        run_sweep(small, profile="smoke", root=tmp_path / "fresh", progress=False)
+    from diffeosens.cli import build_parser
+
+    assert build_parser().parse_args(["sweep", str(small), "--fresh-kernels"]).fresh_kernels is True
+
+
+def test_a_raising_or_dying_cell_does_not_poison_the_next_ones(tmp_path):
+    report = run_sweep(_leak_config(tmp_path, values=[1, 2, 3, 4, 5], fail_on=2, die_on=4), profile="smoke", root=tmp_path,
+                       progress=False)
+    failed = {r.cell_id.split("-")[0]: r for r in report.by_status("failed")}
+    assert sorted(failed) == ["value=2", "value=4"] and len(report.by_status("ran")) == 3
+    assert "fails on purpose" in failed["value=2"].error and "fails on purpose" in Path(failed["value=2"].notebook).read_text()
+    assert "kernel died" in failed["value=4"].error.lower(), failed["value=4"].error
+    probes = _probes(tmp_path)
+    assert sorted(probes) == [1, 3, 5]
+    for ds in probes.values():
+        assert int(ds["inherited"]) == 0 and int(ds["figures"]) == 0
+    # after a failed cell, the next one runs in a fresh kernel
+    assert int(probes[1]["pid"]) != int(probes[3]["pid"]) != int(probes[5]["pid"])
+    assert int(probes[3]["warm"]) == 0 and int(probes[5]["warm"]) == 0

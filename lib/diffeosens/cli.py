@@ -30,7 +30,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             args.config, profile=args.profile, root=args.root, jobs=args.jobs, scheduler=args.scheduler,
             dask_workers=args.dask_workers, stages=args.stage, force=args.force,
             progress="none" if args.no_progress else args.progress,
-            stale=args.stale,
+            stale=args.stale, fresh_kernels=True if args.fresh_kernels else None,
         )
     except SweepError as err:
         raise CLIError(str(err)) from err
@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stale", default=None, choices=["rerun", "warn", "accept", "ignore"],
                    help="results made by other code (notebook or library changed): rerun them (default, or "
                         "$DIFFEOSENS_STALE), keep them with a warning, adopt them as current, or ignore the check")
+    s.add_argument("--fresh-kernels", action="store_true",
+                   help="run each cell in a fresh Jupyter kernel instead of one warm kernel per worker, reset between "
+                        "cells (also: DIFFEOSENS_FRESH_KERNEL=1)")
     s.set_defaults(func=_cmd_sweep)
 
     m = sub.add_parser("measure", help="layer-wise D, G, R of a model (zoo, torchvision or your own)")

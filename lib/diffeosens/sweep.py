@@ -41,8 +41,9 @@ config that sets a size itself (a profile variable named like one of
 :data:`~diffeosens.profiles.SIZE_NAMES`, or a literal value for such a stage parameter) is a
 :class:`SweepError`.
 
-Every grid cell is one papermill execution. Its id is readable plus a hash of everything that
-defines it (``arch=VGG11_seed=0-1a2b3c4d``). Papermill parameters are the stage's ``params``,
+Every grid cell is one papermill execution, with its own executed notebook (in a warm kernel by
+default: see *Warm kernels*). Its id is readable plus a hash of everything that defines it
+(``arch=VGG11_seed=0-1a2b3c4d``). Papermill parameters are the stage's ``params``,
 the cell's grid values, and injected paths: ``out_path`` (the ``.nc`` to write; non-shared
 stages), ``out_dir`` (shared stages), ``grid`` (JSON of the grid values) and, for each of
 ``needs``, the output directory of the matching cell of that stage.
@@ -100,6 +101,45 @@ records existed, or by hand: unknown provenance), is *stale*. What happens to st
 Each stale cell is announced before the sweep starts, e.g. ``stale: value=1-1a2b3c4d [first]
 (notebook changed) -> rerun``, and :meth:`SweepReport.summary` counts the stale reruns and the
 stale cells kept.
+
+Warm kernels
+------------
+
+Starting a Jupyter kernel and importing what a notebook needs (torch, xarray, matplotlib, the
+library) takes seconds per cell, often more than a smoke or quick measurement itself. A local sweep
+therefore keeps one kernel per worker (one with ``jobs=1``, one per thread with ``--jobs N``),
+started when its first cell runs and shut down when the sweep ends, and papermill executes each
+cell's notebook in it (:class:`WarmKernel`; papermill passes ``km=`` to nbclient, which neither
+starts nor shuts down the kernel of a manager it was given). Each cell still has its own executed
+notebook, outputs, record and result exactly as with a fresh kernel. Before each cell the kernel is
+brought back to the state of a fresh one:
+
+* the user namespace is emptied and the execution count restarts at 1 (IPython's
+  ``reset(new_session=True)``, i.e. ``%reset -f`` plus a new history session);
+* matplotlib figures are closed and its rcParams restored (``rc_file_defaults``);
+* environment variables the kernel started with get their values back; the working directory is
+  the cell's (``out_dir``);
+* warnings shown once per place are shown again (the filters' version is bumped);
+* Python's, NumPy's and torch's global random generators are re-seeded from entropy (as in a new
+  process), torch's grad mode, default dtype and deterministic-algorithms flag are reset, the
+  cached git commit of :mod:`~diffeosens.provenance` is dropped, garbage is collected and torch's
+  CUDA cache emptied.
+
+What stays is what a fresh kernel would rebuild identically: imported modules (``sys.modules``,
+where the time goes), with the warning filters and environment variables their import added, and
+the caches of library functions, which are keyed on all their arguments (``lru_cache`` of sine
+tables, temperatures, spectra modes; no dataset is cached). Not undone, because a library's import
+may have done the same: a cell's own changes to ``sys.path``, to the state of an imported module (an
+attribute, a registry) or a new environment variable it sets; the project's notebooks make none.
+After a cell that failed (raised, timed out, or killed its kernel), the kernel is shut down and the
+next cell gets a fresh one, so a half-done cell leaves nothing behind; a kernel that dies between
+cells or cannot be reset is replaced the same way.
+
+``run_sweep(fresh_kernels=True)``, ``diffeosens sweep --fresh-kernels`` or
+``DIFFEOSENS_FRESH_KERNEL=1`` run each cell in a fresh kernel instead (the behaviour before warm
+kernels). Dask workers always do. The library is imported once per warm kernel: a library edited
+during a sweep is seen by the cells of a fresh kernel only (records hash the library once per sweep
+either way). ``bench/sweep_startup.py`` measures the difference.
 """
 
 from __future__ import annotations
@@ -127,8 +167,9 @@ from . import profiles as _profiles
 from .results import ResultsError, default_root, open_run
 
 __all__ = [
-    "STALE_POLICIES", "Cell", "CellResult", "SweepError", "SweepReport", "cell_stamp", "is_done", "library_hash", "load_sweep",
-    "notebook_hash", "output_is_valid", "profile_variables", "record_path", "run_cell", "run_sweep", "stale_reasons",
+    "FRESH_KERNEL_ENV", "STALE_POLICIES", "Cell", "CellResult", "SweepError", "SweepReport", "WarmKernel", "cell_stamp", "is_done",
+    "library_hash", "load_sweep", "notebook_hash", "output_is_valid", "profile_variables", "record_path", "run_cell", "run_sweep",
+    "stale_reasons",
 ]
 
 #: What a sweep does with stale cells (see the module docstring); the default is ``rerun``.
@@ -642,13 +683,251 @@ def _retitle(path: Path, cell: Cell) -> None:
     nbformat.write(nb, path)
 
 
-def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False, stale: str = "rerun") -> CellResult:
+# ------------------------------------------------------------------------------------------------
+# Warm kernels: one Jupyter kernel per worker, reused from cell to cell
+# ------------------------------------------------------------------------------------------------
+
+#: The environment variable that turns warm kernels off (one fresh kernel per cell, ``1``, ``true``,
+#: ``yes`` or ``on``) when :func:`run_sweep` is not given ``fresh_kernels``.
+FRESH_KERNEL_ENV = "DIFFEOSENS_FRESH_KERNEL"
+_KERNEL_NAME = "python3"
+_KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+#: What nbclient adds when it starts a kernel itself: the kernel's history stays in memory.
+_KERNEL_HISTORY = "--HistoryManager.hist_file=:memory:"
+_KERNEL_TIMEOUT = 120.0  # seconds for a kernel to start and be reset (papermill gives 60 s to start alone)
+
+#: Run silently in a warm kernel before each cell (``__CWD__``: the cell's working directory). The
+#: first time, in a kernel that has run nothing yet, it records the environment; each time, it
+#: brings the kernel back to the state of a fresh one, keeping the modules already imported
+#: (``sys.modules``, where the start-up time goes) and the caches of their functions. What a
+#: library changes when it is imported (warning filters, new environment variables) is kept too:
+#: a fresh kernel that imported it would have it.
+_KERNEL_RESET = r'''
+import sys as __dfs_sys
+if "_diffeosens_warm_kernel" not in __dfs_sys.modules:
+    def __dfs_setup():
+        import os, sys, types
+        state = types.ModuleType("_diffeosens_warm_kernel")
+        state.environ = dict(os.environ)
+
+        def reset(cwd):
+            import gc, importlib, os, random, sys, warnings
+            from IPython import get_ipython
+            # the user namespace, In/Out/_ and the execution count (back to 1): a new session
+            get_ipython().reset(new_session=True)
+            if "matplotlib.pyplot" in sys.modules:
+                sys.modules["matplotlib.pyplot"].close("all")
+            if "matplotlib" in sys.modules:  # the inline backend sets no rcParams of its own
+                sys.modules["matplotlib"].rc_file_defaults()
+            # variables the kernel started with get their values back
+            os.environ.update({k: v for k, v in state.environ.items() if os.environ.get(k) != v})
+            # a warning shown once per place (the default) is shown again: a new filters version
+            # clears the registries of the places that warned
+            warnings.onceregistry.clear()
+            bump = getattr(warnings, "_filters_mutated", None)
+            if bump is not None:
+                bump()
+            else:  # appending the default action changes no outcome, and bumps the version too
+                warnings.simplefilter(warnings.defaultaction, append=True)
+            importlib.invalidate_caches()
+            # global random generators: seeded from entropy, as in a fresh process
+            random.seed()
+            if "numpy" in sys.modules:
+                sys.modules["numpy"].random.seed()
+            torch = sys.modules.get("torch")
+            if torch is not None:
+                torch.seed()
+                torch.set_grad_enabled(True)
+                torch.set_default_dtype(torch.float32)
+                torch.use_deterministic_algorithms(False)
+            # facts a cell records that may change during a sweep (a commit): read afresh
+            provenance = sys.modules.get("diffeosens.provenance")
+            if provenance is not None:
+                provenance.git_commit.cache_clear()
+            gc.collect()
+            if torch is not None and torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+            os.chdir(cwd)
+
+        state.reset = reset
+        sys.modules[state.__name__] = state
+
+    __dfs_setup()
+__dfs_sys.modules["_diffeosens_warm_kernel"].reset(__CWD__)
+'''
+
+
+def _fresh_kernels(fresh_kernels: bool | None) -> bool:
+    """One fresh kernel per cell? ``fresh_kernels`` if given, else ``$DIFFEOSENS_FRESH_KERNEL``."""
+    if fresh_kernels is not None:
+        return bool(fresh_kernels)
+    value = (os.environ.get(FRESH_KERNEL_ENV) or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SweepError(f"{FRESH_KERNEL_ENV}={value!r}: use 1 (one fresh kernel per cell) or 0 (warm kernels, the default)")
+
+
+def _lending_kernel_manager(kernel_name: str) -> Any:
+    """nbclient's default kernel manager, remembering the clients it makes: nbclient leaves the
+    channels of its client open when it does not own the kernel; :class:`WarmKernel` closes them."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LendingKernelManager(AsyncKernelManager):
+        def client(self, **kwargs: Any) -> Any:
+            kc = super().client(**kwargs)
+            self.__dict__.setdefault("_lent_clients", []).append(kc)
+            return kc
+
+    return LendingKernelManager(kernel_name=kernel_name)
+
+
+class WarmKernel:
+    """A Jupyter kernel kept running from one cell to the next, by one sweep worker (one thread).
+
+    :meth:`prepare` starts it if needed (or if it died) and brings it back to the state of a fresh
+    kernel (see the module docstring, *Warm kernels*); papermill then executes the cell's notebook
+    in it: ``km=`` reaches nbclient, which starts no kernel for a manager that has one and does not
+    shut down a kernel it does not own. :meth:`release` after each cell closes nbclient's client;
+    :meth:`discard` shuts the kernel down (after a failed cell, so that the next one gets a fresh
+    kernel, and at the end of the sweep).
+    """
+
+    def __init__(self, kernel_name: str = _KERNEL_NAME) -> None:
+        self.kernel_name = kernel_name
+        self.km: Any = None
+        self._kc: Any = None  # our own client, shell channel only
+        self.starts = 0  # kernels started
+
+    def _alive(self) -> bool:
+        from jupyter_core.utils import run_sync
+
+        try:
+            return self.km is not None and bool(run_sync(self.km.is_alive)())
+        except Exception:  # noqa: BLE001 - a manager in a bad state holds no usable kernel
+            return False
+
+    def _start(self, cwd: str) -> None:
+        from jupyter_client.blocking import BlockingKernelClient
+        from jupyter_core.utils import run_sync
+
+        km = _lending_kernel_manager(self.kernel_name)
+        run_sync(km.start_kernel)(extra_arguments=[*_KERNEL_ARGS, _KERNEL_HISTORY], cwd=cwd)
+        self.km = km
+        self.starts += 1
+        self._kc = BlockingKernelClient()
+        self._kc.load_connection_info(km.get_connection_info())
+        self._kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+
+    def _execute(self, code: str) -> dict[str, Any]:
+        """Run ``code`` silently (no history, no execution count) and return its reply's content."""
+        import queue
+
+        msg_id = self._kc.execute(code, silent=True, store_history=False, allow_stdin=False, stop_on_error=False)
+        deadline = time.monotonic() + _KERNEL_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                reply = self._kc.get_shell_msg(timeout=1.0)
+            except queue.Empty:
+                if not self._alive():
+                    raise RuntimeError("the kernel died") from None
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                return reply["content"]
+        raise TimeoutError(f"the kernel did not answer within {_KERNEL_TIMEOUT:.0f} s")
+
+    def prepare(self, cwd: str | os.PathLike) -> Any:
+        """The kernel manager of a kernel ready to run a new cell in ``cwd``. Raises if no kernel
+        can be started and reset (the cell then fails, as when papermill cannot start one)."""
+        cwd = str(cwd)
+        problem = ""
+        for _ in range(3):
+            if not self._alive():
+                self.discard()
+                self._start(cwd)
+            try:
+                content = self._execute(_KERNEL_RESET.replace("__CWD__", repr(cwd)))
+            except Exception as err:  # noqa: BLE001 - a kernel that does not answer is replaced
+                problem = str(err) or type(err).__name__
+                self.discard()
+                continue
+            if content.get("status") == "ok":
+                return self.km
+            if content.get("status") == "aborted":  # the tail of the queue abort after an error
+                problem = "the reset request was aborted"
+                continue
+            problem = f"{content.get('ename')}: {content.get('evalue')}"
+            self.discard()
+        raise RuntimeError(f"could not prepare a warm kernel: {problem}")
+
+    def release(self) -> None:
+        """Close the channels of the clients nbclient made to run the last cell."""
+        lent = self.km.__dict__.get("_lent_clients", []) if self.km is not None else []
+        while lent:
+            with contextlib.suppress(Exception):
+                lent.pop().stop_channels()
+
+    def discard(self, *, now: bool = True) -> None:
+        """Shut the kernel down (killed if ``now``); the next :meth:`prepare` starts a fresh one."""
+        from jupyter_core.utils import run_sync
+
+        if self.km is None:
+            return
+        self.release()
+        km, self.km = self.km, None
+        if self._kc is not None:
+            with contextlib.suppress(Exception):
+                self._kc.stop_channels()
+            self._kc = None
+        with contextlib.suppress(Exception):
+            if run_sync(km.is_alive)():
+                run_sync(km.shutdown_kernel)(now=now)
+        with contextlib.suppress(Exception):
+            run_sync(km.cleanup_resources)()
+
+
+class _KernelPool:
+    """One :class:`WarmKernel` per thread of a local sweep; :meth:`close` shuts them all down."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._kernels: list[WarmKernel] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> WarmKernel:
+        kernel = getattr(self._local, "kernel", None)
+        if kernel is None:
+            kernel = self._local.kernel = WarmKernel()
+            with self._lock:
+                self._kernels.append(kernel)
+        return kernel
+
+    def close(self) -> None:
+        """Shut every kernel down (gracefully, as nbclient does after a cell, and side by side)."""
+        with self._lock:
+            kernels = [k for k in self._kernels if k.km is not None]
+
+        def discard(kernel: WarmKernel) -> None:
+            with contextlib.suppress(Exception):
+                kernel.discard(now=False)
+
+        if len(kernels) == 1:
+            discard(kernels[0])
+        elif kernels:
+            with ThreadPoolExecutor(max_workers=len(kernels)) as pool:
+                list(pool.map(discard, kernels))
+
+
+def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False, stale: str = "rerun",
+             kernel: WarmKernel | None = None) -> CellResult:
     """Execute one cell with papermill (or skip it when up to date). Never raises.
 
     ``dep_results`` are the :class:`CellResult` of the cells it needs (as Dask passes futures'
     values); if any failed, the cell is not run and is reported as ``blocked``. ``stale`` is what
     to do with results computed by other code (one of :data:`STALE_POLICIES`, see the module
-    docstring).
+    docstring). ``kernel``: run the notebook in this :class:`WarmKernel` (reset first; shut down
+    if the cell fails) instead of a fresh kernel.
     """
     if isinstance(cell, dict):
         cell = Cell(**{**cell, "outputs": tuple(cell["outputs"]), "deps": tuple(cell.get("deps", ()))})
@@ -673,14 +952,21 @@ def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False
         t0 = time.perf_counter()
         tmp = nb_out.with_name(f".{nb_out.stem}.tmp{os.getpid()}.ipynb")
         try:
-            pm.execute_notebook(
-                cell.notebook, str(tmp), parameters=cell.params, kernel_name="python3", cwd=str(out_dir),
-                progress_bar=False, log_output=False, request_save_on_cell_execute=False,
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            )
+            warm = {"km": kernel.prepare(out_dir)} if kernel is not None else {}
+            try:
+                pm.execute_notebook(
+                    cell.notebook, str(tmp), parameters=cell.params, kernel_name=_KERNEL_NAME, cwd=str(out_dir),
+                    progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+                    extra_arguments=list(_KERNEL_ARGS), **warm,
+                )
+            finally:
+                if kernel is not None:
+                    kernel.release()
             _retitle(tmp, cell)
             os.replace(tmp, nb_out)
         except Exception as err:  # noqa: BLE001 - a failing cell must not stop the sweep
+            if kernel is not None:  # whatever the cell left half-done, the next one gets a fresh kernel
+                kernel.discard()
             if tmp.exists():
                 os.replace(tmp, nb_out)
             msg = str(err).strip().splitlines()
@@ -767,6 +1053,7 @@ def run_sweep(
     force: bool = False,
     progress: bool | str = True,
     stale: str | None = None,
+    fresh_kernels: bool | None = None,
 ) -> SweepReport:
     """Run every cell of a sweep (see the module docstring) and report what happened.
 
@@ -788,8 +1075,13 @@ def run_sweep(
             or library, a recomputed upstream cell, or no record): ``rerun``, ``warn``, ``accept``
             or ``ignore`` (see the module docstring); default: ``$DIFFEOSENS_STALE``, else ``rerun``.
             Each stale cell is announced on standard output before the sweep starts.
+        fresh_kernels: run each cell in a fresh Jupyter kernel (as before warm kernels) instead of
+            one warm kernel per local worker, reset between cells (see the module docstring,
+            *Warm kernels*); default: ``$DIFFEOSENS_FRESH_KERNEL``, else ``False``. Dask workers
+            always start a fresh kernel per cell.
     """
     policy = _stale_policy(stale)
+    fresh = _fresh_kernels(fresh_kernels)
     _progress_mode(progress)  # check the mode before any work (and before a bar is drawn)
     cfg, cells = load_sweep(config, profile=profile, root=root)
     if stages:
@@ -804,7 +1096,7 @@ def run_sweep(
     if scheduler or dask_workers:
         report.results = _run_dask(cells, scheduler, dask_workers, force, progress, report.experiment, policy)
     else:
-        report.results = _run_local(cells, jobs, force, progress, report.experiment, policy)
+        report.results = _run_local(cells, jobs, force, progress, report.experiment, policy, fresh)
     return report
 
 
@@ -827,23 +1119,29 @@ def _announce_stale(cells: list[Cell], policy: str, force: bool) -> None:
         print(f"stale: {cell.cell_id} [{cell.stage}] ({'; '.join(reasons)}) -> {action}", flush=True)
 
 
-def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool | str, name: str, stale: str = "rerun") -> list[CellResult]:
+def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool | str, name: str, stale: str = "rerun",
+               fresh_kernels: bool = False) -> list[CellResult]:
     cores = os.cpu_count() or 1
     if jobs > 1:
         os.environ["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
     futures: dict[str, Future[CellResult]] = {}
+    kernels = None if fresh_kernels else _KernelPool()  # one warm kernel per worker thread
 
     def task(cell: Cell) -> CellResult:
         deps = [futures[d].result() for d in cell.deps if d in futures]
-        return run_cell(cell, *deps, force=force, stale=stale)
+        return run_cell(cell, *deps, force=force, stale=stale, kernel=kernels.get() if kernels is not None else None)
 
     results: list[CellResult] = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool, _progress(len(cells), progress, name) as bar:
-        for cell in cells:  # dependency order: a task only waits on earlier submissions
-            futures[cell.cell_id] = pool.submit(task, cell)
-        for cell in cells:
-            results.append(futures[cell.cell_id].result())
-            _advance(bar, results[-1])
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool, _progress(len(cells), progress, name) as bar:
+            for cell in cells:  # dependency order: a task only waits on earlier submissions
+                futures[cell.cell_id] = pool.submit(task, cell)
+            for cell in cells:
+                results.append(futures[cell.cell_id].result())
+                _advance(bar, results[-1])
+    finally:
+        if kernels is not None:
+            kernels.close()
     return results
 
 
