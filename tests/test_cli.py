@@ -129,3 +129,41 @@ def test_data_download_and_where(tmp_path, capsys, monkeypatch):
     assert out.startswith("mnist: ") and "download on first use: off" in out
     monkeypatch.setenv("DIFFEOSENS_DOWNLOAD", "maybe")
     one_line_error(*run(capsys, "data", "where"), "DIFFEOSENS_DOWNLOAD='maybe'")
+
+
+def real_command(*argv: str, cwd: Path = REPO) -> tuple[int, str]:
+    """``python -m diffeosens ...`` in a new process: what a user sees (exit status, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DIFFEOSENS_DEBUG"}
+    proc = subprocess.run([sys.executable, "-m", "diffeosens", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stderr
+
+
+def test_the_real_command_refuses_what_the_api_refuses(tmp_path):
+    """Through the installed command: negative probe and model seeds are refused like --seed -1; the
+    measure options of the API exist on the command line; a sweep config with an unknown top-level
+    key or an architecture not in the zoo is refused when it is read, before any cell runs."""
+    out = str(tmp_path / "x.nc")
+    for flag in ("--seed", "--probe-seed", "--model-seed"):
+        one_line_error(*real_command("measure", "--model", "zoo:LeNet", "--n-probe", "4", "--out", out, flag, "-1"),
+                       flag.lstrip("-").replace("-", "_"), "[0, 2**64)")
+    code, err = real_command("measure", "--model", "zoo:LeNet", "--out", out, "--estimator", "mode")
+    assert code == 2 and "Traceback" not in err and "invalid choice: 'mode'" in err.splitlines()[-1], err  # argparse: usage + one error line
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text((REPO / "configs" / "spectra.yaml").read_text().replace("stages:", "stage_typo: 1\nstages:", 1))
+    one_line_error(*real_command("sweep", str(cfg), "--profile", "smoke", "--root", str(tmp_path / "r")), "unknown top-level key", "stage_typo")
+    cfg.write_text((REPO / "configs" / "spectra.yaml").read_text().replace("[LeNet, VGG11bn]", "[LeNet, VGG12bn]", 1))
+    one_line_error(*real_command("sweep", str(cfg), "--profile", "smoke", "--root", str(tmp_path / "r")), "unknown architecture", "VGG12bn")
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*.nc"))  # nothing ran
+
+
+def test_measure_cli_passes_the_estimator_options(tmp_path, capsys, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(usermodels, "measure_model", lambda *a, **k: seen.update(k) or (_ for _ in ()).throw(ValueError("stop")))
+    code, err = run(capsys, "measure", "--model", "zoo:LeNet", "--out", str(tmp_path / "x.nc"), "--estimator", "median",
+                    "--median", "average", "--n-draws", "3", "--interp", "gaussian")
+    one_line_error(code, err, "stop")
+    assert (seen["estimator"], seen["median"], seen["n_draws"], seen["interp"]) == ("median", "average", 3, "gaussian")

@@ -315,11 +315,52 @@ def test_truncated_checkpoints_are_named_errors(tmp_path):
     last.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="last.pt"):
         run()
-    with pytest.raises(CheckpointError, match="does not fit"):
+    with pytest.raises(CheckpointError, match="does not fit"), pytest.warns(UserWarning, match="no recorded content hash"):
         torch.save(build_model("LeNet").state_dict(), tmp_path / "lenet.pt")
         load_checkpoint(build_model("VGG11", width_factor=0.125), tmp_path / "lenet.pt")
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(build_model("LeNet"), tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_changed_on_disk_is_an_error_naming_it(tmp_path):
+    """Flipped bytes inside best.pt load fine with torch (weights only change) and used to give silently
+    wrong weights: the content hash recorded at writing catches them on every load (check, load,
+    TrainedRun, resume); a file without a recorded hash loads with a warning."""
+    import warnings
+
+    from diffeosens.runs import TrainedRun
+    from diffeosens.sweep import output_is_valid
+    from diffeosens.train import CheckpointError, UnverifiedCheckpointWarning, check_checkpoint, digest_path, verify_checkpoint
+
+    loaders = make_loaders("cifar10", n_train=128, n_test=64, batch_size=64, seed=0)
+    fit(build_model("LeNet", seed=0), loaders.train, loaders.test, "cifar", epochs=1, seed=0, out_dir=tmp_path, progress=False,
+        attrs={"arch": "LeNet", "dataset": "cifar10", "width_factor": 1.0})
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+    for f in (best, last, tmp_path / "init.pt"):
+        assert digest_path(f).is_file() and verify_checkpoint(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainedRun(tmp_path).model("trained")  # verified, no warning
+    data = bytearray(best.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0x5A for b in data[middle:middle + 64])  # 64 flipped bytes inside a tensor
+    best.write_bytes(bytes(data))
+    assert isinstance(torch.load(best, weights_only=True), dict)  # torch alone does not notice
+    for load in (lambda: check_checkpoint(best), lambda: load_checkpoint(build_model("LeNet"), best),
+                 lambda: TrainedRun(tmp_path).model("trained")):
+        with pytest.raises(CheckpointError, match=r"best\.pt does not match the content hash"):
+            load()
+    assert not output_is_valid(best)  # a sweep reruns the cell
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    last.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"last\.pt does not match"):
+        fit(build_model("LeNet", seed=0), loaders.train, loaders.test, "cifar", epochs=2, seed=0, out_dir=tmp_path, progress=False)
+    plain = tmp_path / "plain.pt"
+    torch.save(build_model("LeNet").state_dict(), plain)
+    with pytest.warns(UnverifiedCheckpointWarning, match="plain.pt has no recorded content hash") as rec:
+        load_checkpoint(build_model("LeNet"), plain)
+    assert rec[0].filename == __file__  # the warning points at the caller
 
 
 def test_trained_state_follows_the_recipes_checkpoint_selection(tmp_path):

@@ -49,6 +49,7 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         args.model, checkpoint=args.checkpoint, data=args.data, root=args.root, n_probe=args.n_probe,
         probe_seed=args.probe_seed, model_seed=args.model_seed, layers=layers, delta=args.delta, cut=args.cut, seed=args.seed,
         batch_size=args.batch_size, init_bn=args.init_bn, device=device, progress=True,
+        estimator=args.estimator, median=args.median, n_draws=args.n_draws, interp=args.interp,
     )
     results.save(ds, out, grid={"model": args.model})
     print(ds[["D", "G", "R"]].to_dataframe().to_string())
@@ -201,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model-seed", type=int, default=0, help="seed of the initial weights (when no --checkpoint replaces them)")
     m.add_argument("--batch-size", type=int, default=None)
     m.add_argument("--init-bn", default="running", choices=["running", "batch"])
+    m.add_argument("--estimator", default="mean", choices=["mean", "median"],
+                   help="ratio of means over the probe set (the paper's), or the median of per-image ratios")
+    m.add_argument("--median", default="lower", choices=["lower", "average"],
+                   help="with --estimator median: the lower median (the paper's torch.median) or the average of the middle two")
+    m.add_argument("--n-draws", type=int, default=1, help="diffeomorphism and noise draws per image")
+    m.add_argument("--interp", default="linear", choices=["linear", "nearest", "gaussian"], help="interpolation of the deformed image (linear: the paper)")
     m.add_argument("--device", default=None)
     m.add_argument("--out", required=True, help="the .nc file to write")
     m.set_defaults(func=_cmd_measure)

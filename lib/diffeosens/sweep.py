@@ -440,6 +440,9 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
     for key in ("experiment", "stages"):
         if key not in cfg:
             raise SweepError(f"{path}: missing key {key!r} (required: experiment, stages; optional: title, description, profiles)")
+    unknown_keys = sorted(str(k) for k in set(cfg) - set(_CONFIG_KEYS))
+    if unknown_keys:
+        raise SweepError(f"{path}: unknown top-level key(s) {unknown_keys}; valid: {', '.join(_CONFIG_KEYS)}")
     experiment = str(cfg["experiment"])
     if not isinstance(cfg["stages"], list) or not all(isinstance(st, dict) for st in cfg["stages"]):
         raise SweepError(f"{path}: 'stages' must be a list of mappings (name, notebook, grid, ...), got {cfg['stages']!r}")
@@ -523,9 +526,28 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
             stamp = cell_stamp(nb_hash, full, dep_stamps)
             cell = Cell(cid, name, str(nb), passed, g, str(out_dir), outputs, str(notebook_out), tuple(deps), stamp, shared)
             cells_here.append(cell)
+        _check_architectures(cells_here, where)
         by_stage[name] = cells_here
         cells.extend(cells_here)
     return cfg, cells
+
+
+#: The top-level keys of a sweep config.
+_CONFIG_KEYS = ("experiment", "title", "description", "profiles", "stages")
+
+
+def _check_architectures(cells: list[Cell], where: str) -> None:
+    """An ``arch`` a stage passes to its notebook must be in the model zoo: found when the config is
+    read, not when a cell that builds it has run for minutes."""
+    archs = sorted({str(c.params["arch"]) for c in cells if isinstance(c.params.get("arch"), str)})
+    if not archs:
+        return
+    from .models import available
+
+    known = set(available())
+    unknown = [a for a in archs if a not in known]
+    if unknown:
+        raise SweepError(f"{where}: unknown architecture(s) {unknown}; the zoo has: {', '.join(sorted(known))}")
 
 
 # ------------------------------------------------------------------------------------------------

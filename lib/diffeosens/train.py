@@ -29,9 +29,11 @@ under bf16 autocast with channels-last memory format.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -53,8 +55,10 @@ __all__ = [
     "Loaders",
     "Recipe",
     "TrainResult",
+    "UnverifiedCheckpointWarning",
     "build_model",
     "check_checkpoint",
+    "digest_path",
     "fit",
     "get_recipe",
     "load_checkpoint",
@@ -64,6 +68,7 @@ __all__ = [
     "param_groups",
     "save_atomic",
     "train_network",
+    "verify_checkpoint",
 ]
 
 
@@ -205,23 +210,94 @@ def _ridge(conv_weights: list[Tensor], width: int, recipe: Recipe) -> Tensor:
     return recipe.ridge * total / (width ** (recipe.ridge_p / 2) * max(len(conv_weights), 1))
 
 
+def digest_path(path: str | os.PathLike) -> Path:
+    """The file beside checkpoint ``path`` that holds its SHA-256 content hash (``best.pt.sha256``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a partial file."""
+    """``torch.save`` to a temporary file in the same folder, then rename: never a partial file.
+
+    The file's SHA-256 is recorded beside it (:func:`digest_path`) and checked by every load
+    (:func:`check_checkpoint`, :func:`load_checkpoint`, resuming :func:`fit`), so a checkpoint
+    corrupted on disk is an error naming it, never silently wrong weights. While the file is
+    replaced the record lists both the old and the new hash, so an interrupted save leaves a
+    consistent pair whichever file survived.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
+    new = _sha256(tmp)
+    record = digest_path(path)
+    old = [line.strip() for line in record.read_text().splitlines() if line.strip()] if record.is_file() and path.is_file() else []
+    _write_text_atomic(record, "\n".join([new, *old]) + "\n")
     os.replace(tmp, path)
+    _write_text_atomic(record, new + "\n")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupt or holds no state dict (the message names the file)."""
 
 
-def _read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+class UnverifiedCheckpointWarning(UserWarning):
+    """A checkpoint has no recorded content hash (written before diffeosens recorded them, or by
+    another tool), so :func:`verify_checkpoint` cannot tell whether it changed on disk."""
+
+
+def verify_checkpoint(path: str | os.PathLike) -> bool:
+    """Check ``path`` against the SHA-256 recorded when :func:`save_atomic` wrote it.
+
+    Returns ``True`` when it matches, ``False`` (with an :class:`UnverifiedCheckpointWarning`) when
+    no hash was recorded; raises :class:`CheckpointError` naming the file when it does not match
+    (the file changed after it was written: corrupted, or edited).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    record = digest_path(path)
+    if not record.is_file():
+        warnings.warn(f"checkpoint {path} has no recorded content hash ({record.name}): it cannot be verified",
+                      UnverifiedCheckpointWarning, stacklevel=_user_stacklevel())
+        return False
+    allowed = {line.strip() for line in record.read_text().splitlines() if line.strip()}
+    if _sha256(path) not in allowed:
+        raise CheckpointError(f"checkpoint {path} does not match the content hash recorded when it was written ({record}): "
+                              "the file is corrupt or was changed; delete its run folder to retrain it")
+    return True
+
+
+def _user_stacklevel() -> int:
+    """The stack level of the first frame outside this package (warnings point at the user's call)."""
+    import inspect
+
+    pkg = str(Path(__file__).resolve().parent)
+    level = 1
+    for frame in inspect.stack()[1:]:
+        level += 1
+        if not str(Path(frame.filename).resolve()).startswith(pkg):
+            return level - 1
+    return level
+
+
+def _read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    verify_checkpoint(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises RuntimeError/EOFError/UnpicklingError/... for bad files
@@ -378,6 +454,7 @@ def fit(
     hist: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "clipped_frac", "time_s")}
     start_epoch, best_acc, best_epoch, elapsed, e0, finished = 0, -1.0, -1, 0.0, None, False
     if out and resume and paths["last"].exists():
+        verify_checkpoint(paths["last"])  # a resume point that changed on disk is an error naming it
         try:
             ck = torch.load(paths["last"], map_location=dev, weights_only=True)
         except Exception as err:  # noqa: BLE001 - a truncated resume point is named, never a bare torch error

@@ -127,6 +127,7 @@ def measure_model(
     from .data import probe_images
     from .sensitivity import measure
 
+    probe_seed, model_seed = check_seed(probe_seed, "probe_seed"), check_seed(model_seed, "model_seed")
     x, _, _ = probe_images(data, n_probe, seed=probe_seed, root=root)
     model = load_model(spec, checkpoint=checkpoint, in_channels=x.shape[1], seed=model_seed)
     ds = measure(model, x, **measure_kwargs)
