@@ -71,22 +71,13 @@ def _check_out(out: str) -> Path:
 
 
 def _check_device(device: str | None) -> str | None:
-    """A device torch knows and this machine has (e.g. cpu, cuda, cuda:1)."""
-    if device is None:
-        return None
-    import torch
+    """A device torch knows and this machine has (e.g. cpu, cuda, cuda:1): the API's one check."""
+    from .validation import check_device
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise CLIError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:0): {err}") from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CLIError(f"--device {device!r}: no CUDA GPU is available on this machine; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise CLIError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise CLIError(f"--device {device!r}: MPS is not available on this machine; use --device cpu")
+        check_device(device, name="--device")
+    except (TypeError, ValueError) as err:
+        raise CLIError(str(err)) from err
     return device
 
 
@@ -230,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse itself exits with 2 and a one-line usage error
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings.showwarning's signature
+        print(f"diffeosens {args.command}: {category.__name__}: {' '.join(str(message).split())}", file=sys.stderr)
+
+    warnings.showwarning = one_line  # a warning of the library is one line too, not a source excerpt
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

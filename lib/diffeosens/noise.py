@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .validation import check_choice, check_finite, check_float_tensor, check_min_ndim
+from .validation import check_choice, check_finite, check_float_tensor, check_generator, check_min_ndim
 
 __all__ = ["matched_noise", "rescale_to_norm"]
 
@@ -37,11 +37,28 @@ MATCHES = ("sample", "batch")
 
 
 def rescale_to_norm(xi: Tensor, norms: Tensor) -> Tensor:
-    r"""Rescale each sample of ``xi`` (shape :math:`(B, \dots)`) to the given L2 norms ``[B]``."""
+    r"""Rescale each sample of ``xi`` (shape :math:`(B, \dots)`) to the given L2 norms ``[B]``.
+
+    The norms and scale factors are computed in float64; a result that does not fit ``xi``'s
+    dtype (noise for images near the dtype's largest value) raises :class:`ValueError` instead
+    of returning infinities.
+    """
     flat = xi.reshape(xi.shape[0], -1)
     cur = torch.linalg.vector_norm(flat, dim=1, dtype=torch.float64)
-    scale = (norms.to(torch.float64) / cur).to(xi.dtype)
-    return (flat * scale[:, None]).reshape(xi.shape)
+    scale64 = norms.to(torch.float64) / cur
+    scale = scale64.to(xi.dtype)
+    out = flat * scale[:, None]
+    if not bool(torch.isfinite(out.sum())) and not bool(torch.isfinite(out).all()):
+        _raise_out_of_range(float(scale64.max() * flat.abs().max().double()), xi.dtype)
+    return out.reshape(xi.shape)
+
+
+def _raise_out_of_range(largest: float, dtype: torch.dtype) -> None:
+    raise ValueError(
+        f"the matched noise has entries up to {largest:.3g}, beyond the range of {str(dtype).replace('torch.', '')} "
+        f"(largest finite value {torch.finfo(dtype).max:.3g}): the images are too large for this dtype; rescale them "
+        "(e.g. divide by their maximum) or compute in float64"
+    )
 
 
 def matched_noise(
@@ -76,7 +93,8 @@ def matched_noise(
     check_float_tensor(clean, "clean")
     check_float_tensor(perturbed, "perturbed")
     check_choice(match, MATCHES, "match")
-    if not isinstance(sample_dims, int) or sample_dims < 1:
+    check_generator(generator)
+    if isinstance(sample_dims, bool) or not isinstance(sample_dims, int) or sample_dims < 1:
         raise ValueError(f"sample_dims must be an integer >= 1, got {sample_dims!r}")
     check_min_ndim(clean, sample_dims, "..., " + ", ".join(["*"] * sample_dims), "clean")
     if clean.shape != perturbed.shape:
@@ -92,17 +110,22 @@ def matched_noise(
     if clean.numel() == 0:  # an empty batch: no noise to draw
         return torch.zeros_like(clean)
     diff = (perturbed - clean).reshape(-1, *sample_shape)
+    if not bool(torch.isfinite(diff.sum())) and not bool(torch.isfinite(diff).all()):
+        # finite inputs whose difference overflows the dtype (entries near its largest value): in float64
+        diff = (perturbed.double() - clean.double()).reshape(-1, *sample_shape)
     b = diff.shape[0]
     d = diff[0].numel()
-    target = torch.linalg.vector_norm(diff.reshape(b, -1), dim=1, dtype=torch.float64)  # [B]
+    target = torch.linalg.vector_norm(diff.reshape(b, -1), dim=1, dtype=torch.float64)  # [B], float64: no overflow
 
     draw_device = generator.device if generator is not None else clean.device
     xi = torch.randn(diff.shape, generator=generator, device=draw_device, dtype=clean.dtype).to(clean.device)
     if match == "sample":
         eta = rescale_to_norm(xi, target)
     else:
-        sigma = torch.sqrt((target**2).sum() / max(b * d, 1)).to(clean.dtype)
-        eta = xi * sigma
+        sigma64 = torch.sqrt((target**2).sum() / max(b * d, 1))
+        eta = xi * sigma64.to(clean.dtype)
+        if not bool(torch.isfinite(eta).all()):
+            _raise_out_of_range(float(sigma64 * xi.abs().max().double()), clean.dtype)
     if rectify:
         eta = torch.relu(eta)
     return eta.reshape(clean.shape)

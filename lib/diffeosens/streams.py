@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .validation import check_seed
+from .validation import check_generator, check_seed
 
 __all__ = ["BLOCK", "STREAMS", "stream_id", "standard_normals", "seed_from_generator"]
 
@@ -69,9 +69,7 @@ def standard_normals(
     >>> torch.equal(a[70:80], standard_normals(0, 0, 70, 80, (3,)))
     True
     """
-    seed = check_seed(seed)
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    seed = check_seed(seed)  # an integer in [0, 2**64)
     start, stop, stream = int(start), int(stop), int(stream)
     if not 0 <= start <= stop or stream < 0:
         raise ValueError(f"need 0 <= start <= stop and stream >= 0, got start={start}, stop={stop}, stream={stream}")
@@ -96,4 +94,5 @@ def seed_from_generator(generator: torch.Generator | None) -> int:
     :class:`diffeosens.Diffeo` feed the counter-based scheme: each call advances the generator
     by one draw and uses the result as the seed of its stream.
     """
+    check_generator(generator)
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device if generator is not None else "cpu").item())

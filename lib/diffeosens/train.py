@@ -33,7 +33,6 @@ import hashlib
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -45,7 +44,7 @@ import xarray as xr
 from torch import Tensor, nn
 
 from .models.kinds import CONVOLUTIONS
-from .validation import check_choice, check_nonnegative, check_positive_int
+from .validation import check_choice, check_nonnegative, check_positive_int, warn_caller
 from .provenance import provenance, to_attr
 
 __all__ = [
@@ -272,27 +271,13 @@ def verify_checkpoint(path: str | os.PathLike) -> bool:
         raise CheckpointError(f"no checkpoint at {path}")
     record = digest_path(path)
     if not record.is_file():
-        warnings.warn(f"checkpoint {path} has no recorded content hash ({record.name}): it cannot be verified",
-                      UnverifiedCheckpointWarning, stacklevel=_user_stacklevel())
+        warn_caller(f"checkpoint {path} has no recorded content hash ({record.name}): it cannot be verified", UnverifiedCheckpointWarning)
         return False
     allowed = {line.strip() for line in record.read_text().splitlines() if line.strip()}
     if _sha256(path) not in allowed:
         raise CheckpointError(f"checkpoint {path} does not match the content hash recorded when it was written ({record}): "
                               "the file is corrupt or was changed; delete its run folder to retrain it")
     return True
-
-
-def _user_stacklevel() -> int:
-    """The stack level of the first frame outside this package (warnings point at the user's call)."""
-    import inspect
-
-    pkg = str(Path(__file__).resolve().parent)
-    level = 1
-    for frame in inspect.stack()[1:]:
-        level += 1
-        if not str(Path(frame.filename).resolve()).startswith(pkg):
-            return level - 1
-    return level
 
 
 def _read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -12,6 +12,7 @@ import os
 import torch
 from torch import Tensor
 
+from ..validation import check_positive_int, check_seed
 from .vision import NORMALIZATION, canonical_name, load_tensors
 
 __all__ = ["normalize", "probe_images"]
@@ -45,8 +46,12 @@ def probe_images(
     Returns:
         ``(images [n, C, H, W], labels [n], indices [n])``; ``indices`` are positions in the split.
     """
+    n = check_positive_int(n, "n (the number of probe images)")
+    seed = check_seed(seed)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch dtype (torch.float32 or torch.float64), got {dtype!r}")
     images, labels = load_tensors(name, train=train, root=root)
-    if not 1 <= n <= images.shape[0]:
+    if n > images.shape[0]:
         raise ValueError(f"n must be between 1 and {images.shape[0]} (the size of the split), got {n}")
     idx = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     return normalize(images[idx], name, dtype=dtype), labels[idx], idx

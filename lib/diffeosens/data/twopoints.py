@@ -29,13 +29,12 @@ Convention:
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..validation import check_choice, check_positive_int
+from ..validation import check_choice, check_positive_int, warn_caller
 
 __all__ = [
     "DISCARDED",
@@ -452,7 +451,7 @@ def local_translations(
         n_cross = int(crossed.sum())
         if n_cross:
             what = "returned unmoved" if undo_crossing else "kept"
-            warnings.warn(f"{n_cross} of {b} moved inputs changed label ({what})", UserWarning, stacklevel=2)
+            warn_caller(f"{n_cross} of {b} moved inputs changed label ({what})")
         if undo_crossing:
             after = torch.where(crossed[:, None, None], before, after)
     flat = after[..., 0] * d + after[..., 1]

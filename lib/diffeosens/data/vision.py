@@ -56,7 +56,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -66,7 +65,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from ..validation import check_choice
+from ..validation import check_choice, warn_caller
 
 __all__ = [
     "CIFAR10",
@@ -355,8 +354,18 @@ def _find(name: str, root: str | os.PathLike | None, fallback: bool = True) -> _
 
 
 def _warn_if_elsewhere(name: str, root: str | os.PathLike | None, found: _Found) -> None:
-    if root is not None and found.root != Path(root).expanduser():
-        warnings.warn(f"{_PRETTY[name]} is not under root={str(root)!r}; using {found.root}", UserWarning, stacklevel=4)
+    """An explicit place (``root=``, else ``$DIFFEOSENS_DATA``) that does not hold the dataset when a
+    later place does: the setting is not honoured, so say so (never a silent fallback)."""
+    if root is not None:
+        if found.root != Path(root).expanduser():
+            warn_caller(f"{_PRETTY[name]} is not under root={str(root)!r} (no {_expected_layout(name)} there); "
+                        f"using {found.root}")
+        return
+    env = os.environ.get(ENV_DATA)
+    if env and found.root != Path(env).expanduser():
+        warn_caller(f"{_PRETTY[name]} is not under ${ENV_DATA}={env!r} (no {_expected_layout(name)} there); using "
+                    f"{found.root}. Point {ENV_DATA} at the folder that holds {_expected_layout(name).split('/')[0]}/, "
+                    "or unset it")
 
 
 def locate(name: str, root: str | os.PathLike | None = None) -> tuple[Path | None, list[str]]:
@@ -563,17 +572,29 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def _unpickle_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(data uint8 [n, 3072], labels int64 [n])`` of a CIFAR-10 batch file, read with the restricted
+    unpickler; any file that is not one (truncated, empty, crafted) is a :class:`RuntimeError`
+    naming it."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
         try:
             entry = _CifarUnpickler(f, encoding="bytes").load()
         except pickle.UnpicklingError as err:
-            raise RuntimeError(f"{path} is not a CIFAR-10 batch file: {err}") from err
+            raise RuntimeError(f"{path} ({size:,} bytes) is not a CIFAR-10 batch file: {err}") from err
+        except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError, OverflowError) as err:
+            raise RuntimeError(
+                f"{path} ({size:,} bytes) is truncated or not a CIFAR-10 batch file ({type(err).__name__}: {err}); a batch "
+                "is about 30.7 MB: copy or download it again"
+            ) from err
     entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()} if isinstance(entry, dict) else entry
     if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
         raise RuntimeError(f"{path} is not a CIFAR-10 batch file (expected a dict with 'data' and 'labels')")
-    data = np.asarray(entry["data"], dtype=np.uint8)
-    labels = np.asarray(entry["labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
+    try:
+        data = np.asarray(entry["data"], dtype=np.uint8)
+        labels = np.asarray(entry["labels"], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise RuntimeError(f"{path} is not a CIFAR-10 batch file ('data' or 'labels' is not an array of integers: {err})") from err
+    if data.ndim != 2 or labels.ndim != 1 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
         raise RuntimeError(f"{path}: expected data [n, 3072] and n labels, got data {data.shape}, labels {labels.shape}")
     return data, labels
 
@@ -672,17 +693,21 @@ class CIFAR10(torchvision.datasets.CIFAR10):
         if download:
             self.download()
         if not self._check_integrity():
-            raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+            raise RuntimeError(f"CIFAR-10 in {Path(self.root) / self.base_folder} failed the integrity check "
+                               f"(verify={self.verify!r}): {self._integrity_problem()}")
         folder = Path(self.root) / self.base_folder
         parts = [_unpickle_cifar(folder / name) for name, _ in (self.train_list if train else self.test_list)]
         self.data = np.vstack([d for d, _ in parts]).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
         self.targets = [int(t) for _, ls in parts for t in ls]
-        with open(folder / self.meta["filename"], "rb") as f:
+        meta_path = folder / self.meta["filename"]
+        with open(meta_path, "rb") as f:
             try:
                 meta = _CifarUnpickler(f, encoding="latin1").load()
-            except pickle.UnpicklingError as err:
-                raise RuntimeError(f"{folder / self.meta['filename']} is not a CIFAR-10 meta file: {err}") from err
-        self.classes = list(meta[self.meta["key"]])
+                classes = [str(c) for c in meta[self.meta["key"]]]
+            except Exception as err:  # noqa: BLE001 - any unreadable meta file is the one clear error
+                raise RuntimeError(f"{meta_path} is not a CIFAR-10 meta file (a dict with {self.meta['key']!r}): "
+                                   f"{type(err).__name__}: {err}") from err
+        self.classes = classes
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         if verify != "md5":
             self._check_content()
@@ -695,6 +720,21 @@ class CIFAR10(torchvision.datasets.CIFAR10):
             return False
         meta = folder / self.meta["filename"]
         return meta.is_file() and _md5(meta) == _CIFAR_META_MD5
+
+    def _integrity_problem(self) -> str:
+        """What :meth:`_check_integrity` found wrong, naming the files (torchvision's message names none)."""
+        folder = Path(self.root) / self.base_folder
+        missing = [f for f, _ in self.train_list + self.test_list + [(self.meta["filename"], None)] if not (folder / f).is_file()]
+        if missing:
+            return f"missing file(s) {', '.join(missing)} (expected {_expected_layout('cifar10')})"
+        if self.verify == "md5":
+            wrong = [f for f, md5 in self.train_list + self.test_list + [(self.meta["filename"], self.meta["md5"])]
+                     if _md5(folder / f) != md5]
+            return (f"md5 of {', '.join(wrong)} differs from torchvision's list of the official files "
+                    "(a local copy is checked with verify='content' instead)")
+        meta = folder / self.meta["filename"]
+        return (f"{meta} is not the CIFAR-10 batches.meta (md5 {_md5(meta)}, expected {_CIFAR_META_MD5}); "
+                "copy or download it again")
 
     def _check_content(self) -> None:
         split = "train" if self.train else "test"

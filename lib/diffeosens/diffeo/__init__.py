@@ -39,6 +39,7 @@ from .temperature import (
     PAPER_CUT,
     PAPER_DELTA,
     OverhangWarning,
+    check_mode_count,
     max_mode_index,
     mode_sum,
     resolve_temperature,
@@ -47,7 +48,7 @@ from .temperature import (
     typical_displacement,
 )
 from .transform import Diffeo
-from .warping import GAUSSIAN_SIGMA, INTERPOLATIONS, apply_fields, check_images, deform, warp
+from .warping import GAUSSIAN_SIGMA, INTERPOLATIONS, apply_fields, check_coefficients, check_images, deform, warp
 
 __all__ = [
     "Coefficients",
@@ -58,7 +59,9 @@ __all__ = [
     "PAPER_CUT",
     "PAPER_DELTA",
     "apply_fields",
+    "check_coefficients",
     "check_images",
+    "check_mode_count",
     "deform",
     "fields_from_coefficients",
     "max_mode_index",

@@ -34,23 +34,16 @@ import torch
 from torch import Tensor
 
 from ..streams import seed_from_generator, standard_normals, stream_id
-from ..validation import check_seed
+from ..validation import check_allocation, check_generator, check_image_size, check_positive_int, check_seed
 from .temperature import max_mode_index, mode_grid, mode_mask, resolve_temperature
 
 __all__ = ["Coefficients", "fields_from_coefficients", "sample_coefficients", "sample_fields"]
 
 
 def size_hw(size: int | Sequence[int]) -> tuple[int, int]:
-    """``(H, W)`` from an image size ``n`` or a pair, checked to be at least 2x2 pixels."""
-    if isinstance(size, (tuple, list, torch.Size)):
-        if len(size) != 2:
-            raise ValueError(f"size must be an int n or a pair (H, W), got {size!r}")
-        h, w = int(size[0]), int(size[1])
-    else:
-        h = w = int(size)
-    if h < 2 or w < 2:
-        raise ValueError(f"images must be at least 2x2 pixels, got size (H, W) = ({h}, {w})")
-    return h, w
+    """``(H, W)`` from an image size ``n`` or a pair of integers, each at least 2 pixels
+    (:func:`diffeosens.validation.check_image_size`: a non-integer such as 32.7 is refused)."""
+    return check_image_size(size)
 
 
 @lru_cache(maxsize=64)
@@ -99,6 +92,10 @@ class Coefficients:
             ``[b, component, i-1, j-1]`` (component 0 horizontal, 1 vertical); the random part.
         T: temperatures, float64 of shape ``[1]`` (shared) or ``[B]``.
         cut: cutoffs :math:`c`, float64 of shape ``[1]`` or ``[B]``.
+        size: the image size ``(H, W)`` they were drawn for (:func:`sample_coefficients`), or
+            ``None`` (made by hand: any size). :func:`~diffeosens.diffeo.warp` refuses images of
+            another size, since ``delta`` and the overhang check depend on it; rescale with
+            :meth:`with_temperature` (``size=``) to apply the same draw to another size.
 
     The coefficients are ``normals * amplitudes()``. :meth:`with_temperature` rescales the same
     draw to another :math:`T` or :math:`\delta`, which is how a :math:`\delta` sweep grows one
@@ -108,6 +105,7 @@ class Coefficients:
     normals: Tensor
     T: Tensor
     cut: Tensor
+    size: tuple[int, int] | None = None
 
     @property
     def batch(self) -> int:
@@ -129,12 +127,12 @@ class Coefficients:
 
     def with_temperature(self, T: Any = None, *, delta: Any = None, size: int | Sequence[int] | None = None) -> Coefficients:
         """The same standard normals at another temperature ``T`` or typical displacement ``delta``
-        (pixels; needs the image ``size``)."""
+        (pixels; needs the image ``size``). With ``size``, the result is for images of that size."""
         if delta is not None and size is None:
             raise ValueError("with_temperature(delta=...) needs the image size (n or (H, W)) to convert pixels to T")
-        hw = size_hw(size) if size is not None else (2, 2)
+        hw = size_hw(size) if size is not None else None
         T_b, cut_b = resolve_temperature(T, delta, self.cut, self.batch, hw)
-        return Coefficients(self.normals, T_b, cut_b)
+        return Coefficients(self.normals, T_b, cut_b, hw if hw is not None else self.size)
 
     def __getitem__(self, rows: slice) -> Coefficients:
         """The coefficients of images ``rows`` (a slice)."""
@@ -144,11 +142,11 @@ class Coefficients:
         def pick(t: Tensor) -> Tensor:
             return t if t.shape[0] == 1 else t[rows]
 
-        return Coefficients(self.normals[rows], pick(self.T), pick(self.cut))
+        return Coefficients(self.normals[rows], pick(self.T), pick(self.cut), self.size)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Coefficients:
         """Move/cast the normals (``T`` and ``cut`` stay float64 CPU scalars)."""
-        return Coefficients(self.normals.to(device=device, dtype=dtype), self.T, self.cut)
+        return Coefficients(self.normals.to(device=device, dtype=dtype), self.T, self.cut, self.size)
 
 
 def sample_coefficients(
@@ -185,17 +183,20 @@ def sample_coefficients(
     >>> tuple(c.normals.shape), f"{float(c.T):.2e}"
     ((4, 2, 3, 3), '1.13e-03')
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
-        raise ValueError(f"batch must be an int >= 0, got {batch!r}")
+    batch = check_positive_int(batch, "batch", minimum=0)
     hw = size_hw(size)
     T_b, cut_b = resolve_temperature(T, delta, cut, batch, hw)
     if seed is not None and generator is not None:
         raise ValueError("give seed or generator, not both")
+    check_generator(generator)
     seed = check_seed(seed) if seed is not None else seed_from_generator(generator)
     kmax = max_mode_index(float(cut_b.max())) if batch else 1
+    # drawn in float64 (blocks, then one concatenation) and cast: about 2 float64 copies at the peak
+    check_allocation(2 * batch * 2 * kmax * kmax * 8, f"sample_coefficients(batch={batch}, cut={float(cut_b.max()):g})",
+                     "draw the fields in chunks (start=, the first item of each chunk, keeps the stream)")
     normals = standard_normals(seed, stream_id("diffeo", draw), start, start + batch, (2, kmax, kmax),
                                dtype=dtype or torch.get_default_dtype(), device=device)
-    return Coefficients(normals, T_b, cut_b)
+    return Coefficients(normals, T_b, cut_b, hw)
 
 
 def fields_from_coefficients(coefficients: Coefficients, size: int | Sequence[int]) -> Tensor:
@@ -231,5 +232,5 @@ def sample_fields(
     >>> sample_fields(4, (28, 32), 3, 1e-3, seed=0).shape
     torch.Size([4, 2, 28, 32])
     """
-    coef = sample_coefficients(int(batch), size, cut=cut, T=T, seed=seed, generator=generator, device=device, dtype=dtype)
+    coef = sample_coefficients(batch, size, cut=cut, T=T, seed=seed, generator=generator, device=device, dtype=dtype)
     return fields_from_coefficients(coef, size)

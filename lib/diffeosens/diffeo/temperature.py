@@ -16,9 +16,7 @@ for which :math:`\delta` is the *exact* rms displacement at the image centre,
 
 from __future__ import annotations
 
-import inspect
 import math
-import os
 import warnings
 from functools import lru_cache
 from typing import Any
@@ -27,10 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..validation import caller_stacklevel, check_not_bool
+
 __all__ = [
     "PAPER_CUT",
     "PAPER_DELTA",
     "OverhangWarning",
+    "check_mode_count",
     "max_mode_index",
     "mode_sum",
     "resolve_temperature",
@@ -54,8 +55,12 @@ class OverhangWarning(UserWarning):
 # ----------------------------------------------------------------------------------------------
 
 
+_MEANINGS = {"T": "a temperature", "delta": "a typical displacement in pixels", "cut": "the mode cutoff c >= 1"}
+
+
 def as_float64(x: Any, name: str) -> tuple[Tensor, bool]:
-    """Return ``x`` as a float64 CPU tensor and whether it was a Python/NumPy scalar."""
+    """Return ``x`` as a float64 CPU tensor and whether it was a Python/NumPy scalar (bools are refused)."""
+    check_not_bool(x, name, _MEANINGS.get(name, "a real number"))
     scalar = not isinstance(x, Tensor) and np.ndim(x) == 0
     try:
         t = torch.as_tensor(x, dtype=torch.float64).detach().cpu()
@@ -216,16 +221,6 @@ def temperature_range(n: int | tuple[int, int], cut: float | Tensor) -> tuple[fl
     return _out(t_min, scalar), _out(t_max, scalar)
 
 
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside the diffeosens package
-    (the user's line that called ``deform``, ``measure``, ...)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    frame, level = inspect.currentframe(), 0
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    return max(level, 1)
-
-
 def per_image(value: Tensor, batch: int, name: str) -> Tensor:
     """A scalar as shape ``[1]`` (broadcast over the batch) or one value per image as ``[batch]``."""
     if value.numel() == 1:
@@ -237,14 +232,37 @@ def per_image(value: Tensor, batch: int, name: str) -> Tensor:
     return value.reshape(batch)
 
 
+def check_mode_count(cut: float, hw: tuple[int, int]) -> int:
+    r"""The largest mode index :math:`K` of ``cut`` (:func:`max_mode_index`), checked against the image size.
+
+    A field has :math:`K^2` modes per component, evaluated on an :math:`H \times W` grid; a mode
+    index above the image side :math:`\max(H, W)` aliases on the pixel grid (the mode
+    :math:`i = W - 1` vanishes on every column), so such a cutoff adds nothing but memory
+    (``cut=1e5`` would ask for :math:`2\times10^{10}` coefficients per image). A cutoff with
+    :math:`K > \max(H, W)` is refused before anything is allocated.
+    """
+    side = max(hw)
+    # cut >= side + 1 keeps the mode (side + 1, 1): refused without computing K (a huge cut overflows)
+    k = max_mode_index(cut) if cut < side + 1 else math.floor(cut)
+    if k > side:
+        raise ValueError(
+            f"cut={cut:g} keeps modes up to index {float(k):.6g}, more than the image side ({side} px): modes beyond the "
+            f"image side alias on the pixel grid (and would need {2.0 * k * k:.3g} coefficients per image); "
+            f"use cut <= {side} (the paper's cutoff is {PAPER_CUT})"
+        )
+    return k
+
+
 def resolve_temperature(
-    T: Any, delta: Any, cut: Any, batch: int, hw: tuple[int, int]
+    T: Any, delta: Any, cut: Any, batch: int, hw: tuple[int, int] | None
 ) -> tuple[Tensor, Tensor]:
     r"""Validate ``T`` or ``delta`` (exactly one) and ``cut`` for ``batch`` images of size ``hw = (H, W)``.
 
     Returns float64 tensors ``(T, cut)``, each of shape ``[1]`` (shared by the batch) or
     ``[batch]`` (one value per image); a ``delta`` in pixels is converted with
-    :func:`temperature_for`.
+    :func:`temperature_for`. The cutoff is checked against the image size
+    (:func:`check_mode_count`); ``hw=None`` (coefficients rescaled without a size) skips that
+    check and allows ``T`` only.
 
     Warns:
         OverhangWarning: if some :math:`T` exceeds :math:`T_\max` of its cutoff.
@@ -268,10 +286,10 @@ def resolve_temperature(
 
 
 @lru_cache(maxsize=256)
-def _resolve_scalars(T: float | None, delta: float | None, cut: float, hw: tuple[int, int]) -> tuple[float, float, float]:
+def _resolve_scalars(T: float | None, delta: float | None, cut: float, hw: tuple[int, int] | None) -> tuple[float, float, float]:
     """``(T, cut, T_max)`` of scalar arguments, validated by the tensor path once per distinct value."""
     t_b, c_b = _resolve_tensors(T, delta, cut, 1, hw, warn=False)
-    _, t_max = temperature_range(hw, c_b)
+    _, t_max = temperature_range(hw or (2, 2), c_b)  # T_max does not depend on the size
     return float(t_b), float(c_b), float(t_max)
 
 
@@ -281,15 +299,19 @@ def _warn_overhang(t: float, t_max: float, cut: float, n_over: int, batch: int) 
         f"({n_over} of {batch} image(s)): the field can fold over (overhangs), so the "
         "map is no longer a diffeomorphism",
         OverhangWarning,
-        stacklevel=_caller_stacklevel(),
+        stacklevel=caller_stacklevel(),
     )
 
 
-def _resolve_tensors(T: Any, delta: Any, cut: Any, batch: int, hw: tuple[int, int], *, warn: bool) -> tuple[Tensor, Tensor]:
+def _resolve_tensors(T: Any, delta: Any, cut: Any, batch: int, hw: tuple[int, int] | None, *, warn: bool) -> tuple[Tensor, Tensor]:
     c, _ = as_float64(cut, "cut")
     _check_cut(c)
     c_b = per_image(c, batch, "cut")
+    if hw is not None and c_b.numel():
+        check_mode_count(float(c_b.max()), hw)
     if delta is not None:
+        if hw is None:
+            raise ValueError("delta (pixels) needs the image size (n or (H, W)) to be converted to T")
         d, _ = as_float64(delta, "delta")
         if bool((d < 0).any()):
             raise ValueError(f"delta must be >= 0 (a displacement in pixels), got {d.min().item()}")
@@ -302,7 +324,7 @@ def _resolve_tensors(T: Any, delta: Any, cut: Any, batch: int, hw: tuple[int, in
     if t_b.numel() != c_b.numel():
         t_b, c_b = torch.broadcast_tensors(t_b, c_b)
     if warn:
-        _, t_max = temperature_range(hw, c_b)
+        _, t_max = temperature_range(hw or (2, 2), c_b)  # T_max does not depend on the size
         over = t_b > t_max * (1 + 1e-12)
         if bool(over.any()):
             k = int(over.nonzero()[0])

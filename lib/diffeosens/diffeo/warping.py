@@ -4,6 +4,11 @@ The warp is a pull-back with the source clamped to the image,
 :math:`(\tau x)(p) = x\big(\mathrm{clamp}(p - d(p))\big)`, evaluated by bilinear (the papers'
 setting), nearest-neighbour or normalised-Gaussian interpolation. Images are
 :math:`(\dots, C, H, W)`; every :math:`(C, H, W)` slice is one image with its own field.
+
+One check path: :func:`deform`, :func:`warp` and :func:`apply_fields` check their images with
+:func:`~diffeosens.validation.check_images` (floating point, finite, at least one channel and
+2x2 pixels) and coefficients with :func:`check_coefficients` (one field per image, drawn for
+the images' size). An empty batch gives an empty result.
 """
 
 from __future__ import annotations
@@ -14,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..validation import check_choice, check_finite, check_float_tensor, check_min_ndim
-from .fields import Coefficients, fields_from_coefficients, sample_coefficients, sine_tables, size_hw
+from ..validation import check_choice, check_finite, check_float_tensor, check_generator, check_images, check_seed
+from .fields import Coefficients, fields_from_coefficients, sample_coefficients, sine_tables
 from .temperature import resolve_temperature
 
-__all__ = ["GAUSSIAN_SIGMA", "INTERPOLATIONS", "apply_fields", "check_images", "deform", "warp"]
+__all__ = ["GAUSSIAN_SIGMA", "INTERPOLATIONS", "apply_fields", "check_coefficients", "check_images", "deform", "warp"]
 
 #: Standard deviation (pixels) of the ``gaussian`` interpolation kernel of the reference.
 GAUSSIAN_SIGMA = 0.4715
@@ -122,6 +127,23 @@ def _chunks(batch: int, h: int, w: int, factor: float = 1.0) -> list[slice]:
     return [slice(s, min(s + step, batch)) for s in range(0, batch, step)]
 
 
+def check_coefficients(coefficients: Any, batch: int, hw: tuple[int, int]) -> Coefficients:
+    """``coefficients`` must be a :class:`Coefficients` with one field per image (``batch``) and,
+    when it records the size it was drawn for, drawn for images of size ``hw = (H, W)``."""
+    if not isinstance(coefficients, Coefficients):
+        raise TypeError(f"coefficients must be diffeo.Coefficients (from sample_coefficients), got {type(coefficients).__name__}")
+    if coefficients.batch != batch:
+        raise ValueError(f"coefficients hold {coefficients.batch} field(s) but there are {batch} image(s); one field per image")
+    if coefficients.size is not None and tuple(coefficients.size) != tuple(hw):
+        (h0, w0), (h, w) = coefficients.size, hw
+        raise ValueError(
+            f"coefficients were drawn for {h0}x{w0} images but the images are {h}x{w} (H x W); draw them for this size "
+            f"(sample_coefficients(B, ({h}, {w}), ...)) or rescale the same draw with "
+            f"coefficients.with_temperature(T=..., size=({h}, {w}))"
+        )
+    return coefficients
+
+
 def warp(images: Tensor, coefficients: Coefficients, *, interp: str = "linear") -> Tensor:
     r"""Apply the diffeomorphisms of ``coefficients`` to a :math:`(B, C, H, W)` batch (the deterministic half of :func:`deform`).
 
@@ -131,20 +153,25 @@ def warp(images: Tensor, coefficients: Coefficients, *, interp: str = "linear") 
     image. Image :math:`b` gets field :math:`b`; the normals are cast to the images' dtype and
     device. The work is done in chunks of about ``_CHUNK_PIXELS`` output pixels so that the
     sampling grid stays in cache. A zero temperature is the identity map, bit for bit (except for
-    ``interp="gaussian"``, which blurs).
+    ``interp="gaussian"``, which blurs). The images are checked as by :func:`deform`
+    (:func:`~diffeosens.validation.check_images`), the coefficients by :func:`check_coefficients`
+    (one per image, drawn for this image size); an empty batch gives an empty result.
 
     >>> x = torch.rand(4, 3, 32, 32)
     >>> warp(x, sample_coefficients(4, 32, delta=1.0, seed=0)).shape
     torch.Size([4, 3, 32, 32])
     """
     check_choice(interp, INTERPOLATIONS, "interp")
-    if not isinstance(coefficients, Coefficients):
-        raise TypeError(f"coefficients must be diffeo.Coefficients (from sample_coefficients), got {type(coefficients).__name__}")
-    if images.ndim != 4 or images.shape[0] != coefficients.batch:
-        raise ValueError(
-            f"warp needs images (B, C, H, W) with B = {coefficients.batch} (one per field), got shape {tuple(images.shape)}"
-        )
+    check_images(images, ndim=4, layout="B, C, H, W")
+    check_coefficients(coefficients, images.shape[0], tuple(images.shape[-2:]))
+    return _warp(images, coefficients, interp)
+
+
+def _warp(images: Tensor, coefficients: Coefficients, interp: str) -> Tensor:
+    """:func:`warp` on checked arguments."""
     b, _, h, w = images.shape
+    if b == 0:
+        return images.clone()
     coefficients = coefficients.to(images.device, images.dtype)
     T = coefficients.T
     if interp == "gaussian":
@@ -166,17 +193,6 @@ def warp(images: Tensor, coefficients: Coefficients, *, interp: str = "linear") 
         still = still.to(images.device)
         out[still] = images[still]
     return out
-
-
-def check_images(images: Any, name: str = "images") -> Tensor:
-    """``images`` must be a finite float tensor ``(..., C, H, W)`` with images of at least 2x2 pixels."""
-    check_float_tensor(images, name)
-    check_min_ndim(images, 3, "..., C, H, W", name)
-    size_hw(tuple(images.shape[-2:]))
-    # A sum is non-finite iff some entry is (or it overflows): a cheap screen before the exact check.
-    if not bool(torch.isfinite(images.sum())):
-        check_finite(images, name)
-    return images
 
 
 def deform(
@@ -205,7 +221,8 @@ def deform(
         images: :math:`(\dots, C, H, W)` float tensor; each :math:`(C, H, W)` slice is an image.
         T: temperature, a scalar or one value per image. Exactly one of ``T`` and ``delta``.
         delta: typical displacement in pixels (converted with :func:`temperature_for`).
-        cut: mode cutoff :math:`c \ge 1`, a scalar or one value per image.
+        cut: mode cutoff :math:`c \ge 1`, a scalar or one value per image, keeping mode indices up
+            to at most the image side :math:`\max(H, W)` (:func:`~.temperature.check_mode_count`).
         interp: ``"linear"`` (bilinear, the papers' setting), ``"nearest"``, or ``"gaussian"``
             (normalised Gaussian weights, :math:`\sigma = 0.4715` px, over all pixels; at
             :math:`T = 0` a blur, not the identity).
@@ -234,6 +251,9 @@ def deform(
     b = flat.shape[0]
     if coefficients is None and b == 0:  # nothing to deform: check the arguments, draw nothing
         resolve_temperature(T, delta, cut, 0, (h, w))
+        check_generator(generator)
+        if seed is not None:
+            check_seed(seed)
         out = images.clone()
         return (out, images.new_zeros((*lead, 2, h, w))) if return_fields else out
     if coefficients is None:
@@ -243,11 +263,8 @@ def deform(
         given = {k: v for k, v in (("T", T), ("delta", delta), ("seed", seed), ("generator", generator)) if v is not None}
         if given or not (isinstance(cut, (int, float)) and cut == 3):
             raise ValueError(f"coefficients already fix the fields; do not also give {sorted(given) or ['cut']}")
-        if not isinstance(coefficients, Coefficients):
-            raise TypeError(f"coefficients must be diffeo.Coefficients (from sample_coefficients), got {type(coefficients).__name__}")
-        if coefficients.batch != b:
-            raise ValueError(f"coefficients hold {coefficients.batch} field(s) but there are {b} image(s); one field per image")
-    out = warp(flat, coefficients, interp=interp).reshape(images.shape)
+        check_coefficients(coefficients, b, (h, w))
+    out = _warp(flat, coefficients, interp).reshape(images.shape)
     if not return_fields:
         return out
     fields = fields_from_coefficients(coefficients.to(flat.device, flat.dtype), (h, w))

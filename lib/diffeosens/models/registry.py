@@ -15,14 +15,13 @@ import fnmatch
 import inspect
 import math
 import numbers
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from torch import nn
 
-from ..validation import check_positive_int
+from ..validation import check_positive_int, warn_caller
 from .activations import make_activation
 
 __all__ = [
@@ -74,7 +73,7 @@ def register_model(fn: F | None = None, *, name: str | None = None) -> Any:
             raise TypeError(f"builder {builder.__name__!r} must give defaults to {no_default}")
         key = model_name.lower()
         if key in _REGISTRY:
-            warnings.warn(f"overwriting {model_name} in the model registry", stacklevel=2)
+            warn_caller(f"overwriting {model_name} in the model registry")
         _REGISTRY[key] = ModelEntry(
             name=model_name,
             builder=builder,

@@ -34,7 +34,9 @@ Uncertainty: for the mean estimator, a **delete-a-group jackknife** over images 
 split into ``n_jackknife`` contiguous groups (exact leave-one-out when ``n_jackknife >= P``), each
 quantity (numerators, denominator and the ratios D, G, R) is recomputed without each group, and
 :math:`\mathrm{se} = \sqrt{\frac{G-1}{G}\sum_g (\theta_{-g} - \bar\theta)^2}`. For the median
-estimator, a bootstrap over images with ``n_boot`` resamples.
+estimator, a bootstrap over images with ``n_boot`` resamples. With fewer than
+:data:`~.estimators.MIN_PROBES_FOR_SE` = 10 probe images every standard error is NaN, with a
+:class:`~.estimators.SmallProbeSetWarning` (the reasons are in :mod:`.estimators`).
 
 Results: one :class:`xarray.Dataset` along ``layer`` with ``D``, ``G``, ``R``, ``num_D``,
 ``num_G``, ``deno`` and their ``*_se``, the coordinates ``layer_name``, ``layer_kind``, ``depth``,
@@ -53,7 +55,7 @@ points).
 """
 
 from .capture import INIT_BN, extract_features  # noqa: F401
-from .estimators import DENO_EPS, ESTIMATORS, MEDIANS  # noqa: F401 - public constants, as before the split
+from .estimators import DENO_EPS, ESTIMATORS, MEDIANS, MIN_PROBES_FOR_SE, SmallProbeSetWarning  # noqa: F401 - public constants
 from .layers import Layer, list_layers
 from .measurement import measure, measure_perturbed
 from .schema import COORDS, SCHEMA, DegenerateWarning  # noqa: F401
@@ -62,6 +64,7 @@ __all__ = [
     "DegenerateWarning",
     "Layer",
     "SCHEMA",
+    "SmallProbeSetWarning",
     "extract_features",
     "list_layers",
     "measure",

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ..models.kinds import CONVOLUTIONS, NORMALIZATIONS
-from ..validation import check_choice
+from ..validation import check_choice, check_module
 
 __all__ = [
     "Layer",
@@ -265,12 +266,25 @@ def numbered(layers: Sequence[Layer]) -> list[Layer]:
 
 def select_layers(every: Sequence[Layer], layers: str | Sequence[str] | None) -> list[Layer]:
     """The probe points that ``layers`` (as in :func:`~.measurement.measure`) picks from ``every``, numbered."""
+    if not (layers is None or isinstance(layers, str)
+            or (isinstance(layers, (Sequence, np.ndarray)) and all(isinstance(n, str) for n in layers))):
+        raise TypeError(
+            "layers must be None, 'default', 'all', 'output', a layer name or a list of layer names (str), "
+            f"got {type(layers).__name__} {layers!r}; see diffeosens.sensitivity.list_layers(model)"
+        )
     if layers is None or layers == "default":
         chosen = default_layers(every)
     elif layers == "all":
         chosen = [l for l in every if l.kind != "input"]
     elif layers == "output":
         chosen = [l for l in every if l.kind == "output"][-1:]
+        if not chosen:
+            last = ", ".join(repr(l.name) for l in default_layers(every)[-3:])
+            raise ValueError(
+                "layers='output' selects the tensor the model returns, but this model returns no single tensor (a tuple, "
+                f"list or dict of outputs, or a constant), so there is no output probe point; pass the node names of the "
+                f"representations you want instead, e.g. layers=[{last}] (see diffeosens.sensitivity.list_layers(model))"
+            )
     else:
         if isinstance(layers, str):
             layers = [layers]
@@ -312,6 +326,7 @@ def list_layers(model: nn.Module, *, include: str = "default") -> list[Layer]:
     >>> [(l.name, l.kind, l.depth) for l in list_layers(net)]
     [('0', 'conv', 1), ('1', 'act', 1), ('3', 'output', 2)]
     """
+    check_module(model)
     check_choice(include, ("default", "all"), "include")
     layers = trace_model(model).layers
     return numbered(default_layers(layers) if include == "default" else layers)

@@ -2,14 +2,16 @@ r"""The entry points: :func:`measure` (diffeomorphisms and matched noise) and :f
 
 Both run a prepared copy of the model once per input kind and mini-batch (:mod:`.capture`),
 stream the representations into the estimators (:mod:`.estimators`) and return a dataset of the
-results schema (:mod:`.schema`).
+results schema (:mod:`.schema`). With ``init_bn="batch"`` and several mini-batches, a first
+streaming pass gathers the whole probe set's BatchNorm statistics of every input kind
+(:class:`~.capture.ProbeSetNorm`), so the result never depends on ``batch_size``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,15 +25,15 @@ from ..diffeo import (
     PAPER_DELTA,
     Coefficients,
     apply_fields,
-    check_images,
     resolve_temperature,
     sample_coefficients,
     warp,
 )
 from ..noise import rescale_to_norm
 from ..streams import standard_normals, stream_id
-from ..validation import check_choice, check_float_tensor, check_positive_int, check_seed
-from .capture import INIT_BN, build_probe, check_probe_images, resolve_device
+from ..models.kinds import BATCH_NORMALIZATIONS
+from ..validation import check_choice, check_flag, check_float_tensor, check_images, check_module, check_positive_int, check_seed
+from .capture import INIT_BN, Probe, ProbeSetNorm, build_probe, check_probe_images, resolve_device
 from .estimators import ESTIMATORS, MEDIANS, Accumulator, apply_off_diagonal
 from .schema import result_attrs, to_dataset
 
@@ -43,13 +45,20 @@ def _batches(P: int, batch_size: int) -> Iterator[tuple[int, int]]:
         yield s, min(s + batch_size, P)
 
 
-def _common_checks(estimator: str, init_bn: str, compute_dtype: torch.dtype, n_jackknife: int, median: str = "lower") -> None:
+def _common_checks(model: Any, estimator: str, init_bn: str, compute_dtype: torch.dtype, n_jackknife: int, n_boot: int,
+                   median: str, off_diagonal: bool, progress: bool) -> tuple[int, int]:
+    """The arguments :func:`measure` and :func:`measure_perturbed` share; returns ``(n_jackknife, n_boot)``."""
+    check_module(model)
     check_choice(estimator, ESTIMATORS, "estimator")
     check_choice(median, MEDIANS, "median")
     check_choice(init_bn, INIT_BN, "init_bn")
     if compute_dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         raise ValueError(f"compute_dtype must be a floating torch dtype (float32 or float64), got {compute_dtype!r}")
-    check_positive_int(n_jackknife, "n_jackknife", minimum=2)
+    check_flag(off_diagonal, "off_diagonal")
+    check_flag(progress, "progress")
+    # both are checked whatever the estimator: a bad value is an error even where it is not used
+    return (check_positive_int(n_jackknife, "n_jackknife (groups of the jackknife)", minimum=2),
+            check_positive_int(n_boot, "n_boot (bootstrap resamples)", minimum=2))
 
 
 def _device_and_batch(model: nn.Module, images: Tensor, device: Any, batch_size: int | None, init_bn: str) -> tuple[torch.device, int]:
@@ -59,6 +68,28 @@ def _device_and_batch(model: nn.Module, images: Tensor, device: Any, batch_size:
     if batch_size is None:
         batch_size = P if init_bn == "batch" else min(P, 128)
     return dev, check_positive_int(batch_size, "batch_size")
+
+
+def _whole_set_norm(probe: Probe, images: Tensor, P: int, batch_size: int, init_bn: str, dev: torch.device,
+                    compute_dtype: torch.dtype, inputs: Callable[[], Iterable[tuple[Hashable, Tensor]]]) -> ProbeSetNorm | None:
+    """With ``init_bn="batch"`` and several mini-batches, BatchNorm statistics of the whole probe set
+    of every input kind (:class:`~.capture.ProbeSetNorm`); ``None`` when plain batch statistics
+    already are those (one batch) or the model has no BatchNorm."""
+    if init_bn != "batch" or batch_size >= P or not any(isinstance(m, BATCH_NORMALIZATIONS) for m in probe.module.modules()):
+        return None
+    norm = ProbeSetNorm(probe.module, images[:2].to(dev, compute_dtype), lambda x: probe.run(x, _ignore))
+    norm.calibrate(inputs, compute_dtype)
+    return norm
+
+
+def _ignore(i: int, value: Tensor) -> None:
+    """A consumer that keeps nothing (the calibration forwards of :class:`~.capture.ProbeSetNorm`)."""
+
+
+def _forward(probe: Probe, norm: ProbeSetNorm | None, kind: Hashable, x: Tensor, consume: Callable[[int, Tensor], None]) -> None:
+    if norm is not None:
+        norm.use(kind)
+    probe.run(x, consume)
 
 
 def _progress(it: Iterable[Any], total: int, enabled: bool, desc: str) -> Iterable[Any]:
@@ -114,18 +145,24 @@ def measure(
             value, as ``torch.median`` in the reference code) or ``"average"`` (the mean of the
             two middle values; about 1 % apart on D and G at P = 500).
         batch_size: images per forward (default ``min(P, 128)``; with ``init_bn="batch"`` the
-            default is ``P``, one full batch per input kind, as in the reference).
+            default is ``P``, one full batch per input kind, as in the reference). The result does
+            not depend on it, with either ``init_bn``.
         seed: the seed of the counter-based streams (:mod:`diffeosens.streams`): image :math:`n`
             in draw :math:`k` gets ``sample_coefficients(..., seed=seed, start=n, draw=k)`` and
             the noise direction of item :math:`n` of stream ``("noise", k)``, whatever the
             batch size or device (recorded in the results).
         device: where to run; default the model's device (images must then be there too).
         compute_dtype: ``torch.float32`` (fast) or ``torch.float64`` (the reference's precision).
-        init_bn: ``"running"`` (BatchNorm uses its running statistics) or ``"batch"`` (each
-            forward batch's own statistics, the paper's treatment of untrained BN nets; clean,
-            deformed and noisy inputs are always separate batches).
+        init_bn: ``"running"`` (BatchNorm uses its running statistics) or ``"batch"`` (batch
+            statistics, the paper's treatment of untrained BN nets: those of the whole probe set
+            of each input kind, the clean images, the deformed images of one draw and delta, the
+            noisy ones, whatever ``batch_size``; with several mini-batches a first streaming pass
+            gathers them, :class:`~.capture.ProbeSetNorm`).
         off_diagonal: use the off-diagonal pair mean :math:`P/(P-1)\,\mathrm{deno}` (open choice O4).
-        n_jackknife: groups of the delete-a-group jackknife; ``n_boot``: median bootstrap size.
+        n_jackknife: groups of the delete-a-group jackknife (an integer >= 2); ``n_boot``: median
+            bootstrap size (an integer >= 2). Both are checked whatever the estimator. With
+            fewer than 10 probe images every standard error is NaN, with a warning
+            (:data:`~.estimators.MIN_PROBES_FOR_SE`).
         progress: show a tqdm progress bar over mini-batches.
 
     Returns:
@@ -138,11 +175,11 @@ def measure(
     (['0', '1', '2', '4'], 1, 4)
     """
     t0 = time.perf_counter()
-    check_probe_images(images)
-    check_images(images)
+    n_jackknife, n_boot = _common_checks(model, estimator, init_bn, compute_dtype, n_jackknife, n_boot, median, off_diagonal, progress)
+    check_probe_images(images, image_batch=True)
+    check_images(images, ndim=4, layout="P, C, H, W")
     check_choice(interp, INTERPOLATIONS, "interp")
     n_draws = check_positive_int(n_draws, "n_draws")
-    _common_checks(estimator, init_bn, compute_dtype, n_jackknife, median)
     seed = check_seed(seed)
     deltas = _check_deltas(delta)
     P, C, H, W = images.shape
@@ -154,21 +191,35 @@ def measure(
     names = [f"{kind}{i}" for i in range(len(deltas)) for kind in ("D", "G")]
     acc = Accumulator([l.name for l in chosen], names, P, estimator, min(n_jackknife, P), n_draws=n_draws, median=median)
 
-    for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
+    def inputs(start: int, stop: int) -> Iterator[tuple[str, int, Tensor]]:
+        """``(name, draw, input)`` of images ``start..stop-1``: the clean batch, then per draw and delta the
+        deformed and the noisy batch (the noise matched per image to the deformation's norm)."""
         raw = images[start:stop].to(dev, compute_dtype)
         # with Gaussian resampling the clean reference is smoothed exactly like the deformed images (T = 0)
         x = apply_fields(raw, raw.new_zeros((stop - start, 2, H, W)), interp="gaussian") if interp == "gaussian" else raw
-        probe.run(x, acc.clean_consumer(start, clone=probe.method == "hooks"))
+        yield "clean", 0, x
         for k in range(n_draws):
             drawn = sample_coefficients(stop - start, (H, W), cut=cut_b, T=0.0, seed=seed, start=start, draw=k,
                                         device=dev, dtype=compute_dtype)
             xi = standard_normals(seed, stream_id("noise", k), start, stop, (C, H, W), dtype=compute_dtype, device=dev)
             for i, T in enumerate(temps):
-                tx = warp(raw, Coefficients(drawn.normals, T, cut_b), interp=interp)
+                tx = warp(raw, Coefficients(drawn.normals, T, cut_b, drawn.size), interp=interp)
                 target = torch.linalg.vector_norm((tx - x).reshape(stop - start, -1), dim=1, dtype=torch.float64)
-                probe.run(tx, acc.perturbed_consumer(f"D{i}", start))
+                yield f"D{i}", k, tx
                 del tx
-                probe.run(x + rescale_to_norm(xi, target), acc.perturbed_consumer(f"G{i}", start))
+                yield f"G{i}", k, x + rescale_to_norm(xi, target)
+
+    def every_input() -> Iterator[tuple[Hashable, Tensor]]:
+        for start, stop in _batches(P, batch_size):
+            for name, k, t in inputs(start, stop):
+                yield (name, k), t
+
+    norm = _whole_set_norm(probe, images, P, batch_size, init_bn, dev, compute_dtype, every_input)
+    for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
+        for name, k, t in inputs(start, stop):
+            consumer = acc.clean_consumer(start, clone=probe.method == "hooks") if name == "clean" else acc.perturbed_consumer(name, start)
+            _forward(probe, norm, (name, k), t, consumer)
+            del t  # a deformed batch is freed before the noisy one is made
         acc.end_batch()
 
     values = acc.finish({f"R{i}": (f"D{i}", f"G{i}") for i in range(len(deltas))}, n_boot, seed)
@@ -181,8 +232,17 @@ def measure(
     params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), delta=deltas, cut=cut, T=T_list,
                   interp=interp, n_draws=n_draws, estimator=estimator, median=median, batch_size=batch_size, seed=seed,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
-                  n_jackknife=min(n_jackknife, P), n_boot=n_boot, P=P, image_shape=[C, H, W], capture=probe.method)
+                  n_jackknife=min(n_jackknife, P), n_boot=n_boot, P=P, image_shape=[C, H, W], capture=probe.method,
+                  bn_statistics=_bn_statistics(init_bn, norm))
     return to_dataset(chosen, stacked, result_attrs(params, model, estimator, dev, t0), deltas=(deltas, T_list))
+
+
+def _bn_statistics(init_bn: str, norm: ProbeSetNorm | None) -> str:
+    """How BatchNorm normalised, for the record: running statistics, or those of the whole probe set
+    (one batch, or gathered over mini-batches by :class:`~.capture.ProbeSetNorm`)."""
+    if init_bn == "running":
+        return "running"
+    return "whole probe set (gathered over mini-batches)" if norm is not None else "whole probe set (one batch)"
 
 
 def _check_deltas(delta: Any) -> list[float]:
@@ -250,6 +310,8 @@ def measure_perturbed(
     ['D', 'G', 'R', 'deno', 'num_D', 'num_G']
     """
     t0 = time.perf_counter()
+    n_jackknife, n_boot = _common_checks(model, estimator, init_bn, compute_dtype, n_jackknife, n_boot, median, off_diagonal, progress)
+    check_flag(channel_mean, "channel_mean")
     check_probe_images(clean, "clean")
     if not isinstance(perturbed, Mapping) or not perturbed:
         raise ValueError("perturbed must be a non-empty dict {name: tensor of the same shape as clean}")
@@ -259,21 +321,32 @@ def measure_perturbed(
         check_float_tensor(t, f"perturbed[{nm!r}]")
         if t.shape != clean.shape:
             raise ValueError(f"perturbed[{nm!r}] has shape {tuple(t.shape)}, expected the shape of clean {tuple(clean.shape)}")
-    _common_checks(estimator, init_bn, compute_dtype, n_jackknife, median)
+        check_probe_images(t, f"perturbed[{nm!r}]")  # finite
     seed = check_seed(seed)
     if ratio is None and {"D", "G"} <= set(perturbed):
         ratio = ("D", "G")
-    if ratio is not None and not set(ratio) <= set(perturbed):
-        raise ValueError(f"ratio {ratio!r} names perturbations that are not given; valid names: {sorted(perturbed)}")
+    if ratio is not None and not (isinstance(ratio, (tuple, list)) and len(ratio) == 2 and set(ratio) <= set(perturbed)):
+        raise ValueError(f"ratio {ratio!r} must be a pair (a, b) of perturbation names; valid names: {sorted(perturbed)}")
     P = clean.shape[0]
     dev, batch_size = _device_and_batch(model, clean, device, batch_size, init_bn)
     chosen, probe = build_probe(model, clean, layers, dev, compute_dtype, init_bn, channel_mean=channel_mean)
     names = list(perturbed)
     acc = Accumulator([l.name for l in chosen], names, P, estimator, min(n_jackknife, P), median=median)
-    for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
-        probe.run(clean[start:stop].to(dev, compute_dtype), acc.clean_consumer(start, clone=probe.method == "hooks"))
+
+    def inputs(start: int, stop: int) -> Iterator[tuple[str, Tensor]]:
+        yield "clean", clean[start:stop].to(dev, compute_dtype)
         for nm in names:
-            probe.run(perturbed[nm][start:stop].to(dev, compute_dtype), acc.perturbed_consumer(nm, start))
+            yield nm, perturbed[nm][start:stop].to(dev, compute_dtype)
+
+    def every_input() -> Iterator[tuple[Hashable, Tensor]]:
+        for start, stop in _batches(P, batch_size):
+            yield from inputs(start, stop)
+
+    norm = _whole_set_norm(probe, clean, P, batch_size, init_bn, dev, compute_dtype, every_input)
+    for start, stop in _progress(_batches(P, batch_size), math.ceil(P / batch_size), progress, "measure"):
+        for nm, t in inputs(start, stop):
+            consumer = acc.clean_consumer(start, clone=probe.method == "hooks") if nm == "clean" else acc.perturbed_consumer(nm, start)
+            _forward(probe, norm, nm, t, consumer)
         acc.end_batch()
     values = acc.finish({"R": ratio} if ratio else {}, n_boot, seed)
     if off_diagonal:
@@ -281,5 +354,6 @@ def measure_perturbed(
     params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), perturbations=names,
                   ratio=list(ratio) if ratio else None, estimator=estimator, median=median, batch_size=batch_size,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
-                  n_jackknife=min(n_jackknife, P), P=P, capture=probe.method, seed=seed, channel_mean=channel_mean)
+                  n_jackknife=min(n_jackknife, P), P=P, capture=probe.method, seed=seed, channel_mean=channel_mean,
+                  bn_statistics=_bn_statistics(init_bn, norm))
     return to_dataset(chosen, values, result_attrs(params, model, estimator, dev, t0))

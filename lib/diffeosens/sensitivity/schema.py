@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +32,7 @@ import xarray as xr
 from torch import nn
 
 from ..provenance import provenance, to_attr
+from ..validation import warn_caller
 from .estimators import DENO_EPS
 from .layers import Layer
 
@@ -60,14 +60,14 @@ def _warn_degenerate(layers: list[Layer], values: dict[str, np.ndarray]) -> None
     deno = np.asarray(values["deno"], float).reshape(-1, len(layers)).min(0)  # [layer] or [delta, layer]: the same per delta
     flat = [l.name for l, d in zip(layers, deno) if not d > DENO_EPS]
     if flat:
-        warnings.warn(
+        warn_caller(
             f"the probe images do not vary at {len(flat)} layer(s) ({', '.join(flat[:5])}{', …' if len(flat) > 5 else ''}): "
             f"deno <= {DENO_EPS:g}, so D and G there are divided by the guard {DENO_EPS:g} and mean nothing "
-            "(constant or identical probe images?)", DegenerateWarning, stacklevel=3)
+            "(constant or identical probe images?)", DegenerateWarning)
     bad = sorted({k for k in ("D", "G", "R") if k in values and not np.isfinite(np.asarray(values[k], float)).all()})
     if bad:
-        warnings.warn(f"{', '.join(bad)} undefined (NaN/inf) at some layer: a perturbation changed nothing there "
-                      "(num = 0) or the representation is not finite", DegenerateWarning, stacklevel=3)
+        warn_caller(f"{', '.join(bad)} undefined (NaN/inf) at some layer: a perturbation changed nothing there "
+                    "(num = 0) or the representation is not finite", DegenerateWarning)
 
 
 def to_dataset(
