@@ -934,7 +934,7 @@ DECIDING: dict[str, Deciding] = {
         trend="G_out trained/init rises with test accuracy but stays below 1 in every regime measured: 0.11 at 52 % "
               "(LeNet) → 0.43 at 67 % (LeNet, 30 epochs) → 0.49 at 80 % (VGG11 ×0.25, 20 epochs); 0.20–0.31 at 57–79 % "
               "at quick. Per epoch (paper recipe compressed to 60 epochs, ×0.25): VGG11 0.55 at 66 % → 0.70 at 80 % → "
-              "0.75–0.78 at 85 % (trained G_k slope +0.03…+0.06); VGG11bn 0.37–0.55 at 80–85 %. Inside the nets trained "
+              "0.75–0.78 at 85 % (trained G_k slope +0.03…+0.06); VGG11bn 0.37–0.64 at 80–88 % (45 of 60 epochs). Inside the nets trained "
               "G_k is above init in most layers and falls only in the last ones",
         config="none affordable: every configuration measured up to VGG11 ×0.25 for 60 epochs (≈ 50 min of training) "
                "stays below 1; the next candidate, to be measured: VGG11 ×0.25 with the paper's recipe at its full 250 "
