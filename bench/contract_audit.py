@@ -15,8 +15,14 @@ Every case calls one public function (``deform``, ``warp``, ``apply_fields``,
   same numbers for every ``batch_size``);
 * **silent result**: no exception, no warning, and no documented result (or a wrong one).
 
-The target of issue 18 is 0 silent results and at most 3 raw messages. The CLI, checkpoint and
-sweep-config entry points are audited elsewhere.
+Checkpoints (``load_checkpoint``, ``TrainedRun``) and sweep configs (``load_sweep``) are audited the
+same way. The command line (``diffeosens ...``, run in-process through ``cli.main``) is classified by
+what a user sees: **clear error** when it exits with status 2 and one line on stderr without a
+traceback (argparse's own usage errors print the usage first and count as clear when their last line
+names the problem), **raw message** for a traceback or a multi-line message, **silent result** for
+exit status 0.
+
+The target of issue 18 is 0 silent results and at most 3 raw messages.
 
 Usage: ``python bench/contract_audit.py`` (about 30 s on 2 CPU cores; reads the CIFAR-10 test
 batch through ``$DIFFEOSENS_DATA`` or the shared data folder, never downloads). Run it with
@@ -342,6 +348,95 @@ def cases(fixtures: dict[str, Path]) -> list[Case]:
     ]
 
 
+def _cli(*argv: str) -> Callable[[], Any]:
+    """A command line, run in-process: returns (exit status, stderr)."""
+    import contextlib
+    import io
+
+    from diffeosens import cli
+
+    def run() -> tuple[int, str]:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(argv))
+            except SystemExit as exit_:  # argparse
+                code = int(exit_.code or 0)
+        return code, err.getvalue()
+
+    return run
+
+
+def classify_cli(case: Case) -> dict[str, str]:
+    code, err = case.call()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if code == 0:
+        return {"outcome": "silent result", "detail": "exit status 0"}
+    argparse_error = len(lines) > 1 and lines[0].startswith("usage:") and ": error: " in lines[-1]
+    if code == 2 and "Traceback" not in err and (len(lines) == 1 or argparse_error):
+        return {"outcome": "clear error", "detail": _short(lines[-1])}
+    return {"outcome": "raw message", "detail": _short(f"exit {code}: {' / '.join(lines[-3:])}")}
+
+
+def other_cases(tmp: Path) -> list[Case]:
+    """Checkpoints, sweep configs and the command line."""
+    from diffeosens.runs import TrainedRun
+    from diffeosens.sweep import load_sweep
+    from diffeosens.train import build_model, load_checkpoint, save_atomic
+
+    repo = Path(__file__).resolve().parents[1]
+    ck = tmp / "ck"
+    ck.mkdir()
+    net = build_model("LeNet", seed=0)
+    save_atomic(net.state_dict(), ck / "best.pt")
+    flipped = bytearray((ck / "best.pt").read_bytes())
+    mid = len(flipped) // 2
+    flipped[mid:mid + 64] = bytes(b ^ 0x5A for b in flipped[mid:mid + 64])
+    (ck / "best.pt").write_bytes(bytes(flipped))
+    save_atomic(net.state_dict(), ck / "half.pt")
+    (ck / "half.pt").write_bytes((ck / "half.pt").read_bytes()[:1000])
+    torch.save({"weights": [1, 2, 3]}, ck / "foreign.pt")
+    save_atomic(build_model("VGG11", width_factor=0.125).state_dict(), ck / "vgg.pt")
+    spectra = (repo / "configs" / "spectra.yaml").read_text()
+    configs = {
+        "unknown top-level key": spectra.replace("stages:", "stage_typo: 1\nstages:", 1),
+        "architecture not in the zoo": spectra.replace("[LeNet, VGG11bn]", "[LeNet, VGG12bn]", 1),
+        "grid axis not a list": spectra.replace("state: [init, trained]", "state: init", 1),
+        "unknown ${variable}": spectra.replace("${archs}", "${nets}", 1),
+        "stage with an unknown key": spectra.replace("  - name: spectra", "  - name: spectra\n    gird: {}", 1),
+    }
+    cfg_cases = []
+    for what, text in configs.items():
+        f = tmp / f"cfg{len(cfg_cases)}.yaml"
+        f.write_text(text)
+        cfg_cases.append(Case("load_sweep", what, functools.partial(load_sweep, f, profile="smoke", root=tmp / "results")))
+    out = str(tmp / "m.nc")
+    return [
+        Case("load_checkpoint", "64 flipped bytes inside best.pt", lambda: load_checkpoint(build_model("LeNet"), ck / "best.pt")),
+        Case("load_checkpoint", "a file truncated to 1,000 bytes", lambda: load_checkpoint(build_model("LeNet"), ck / "half.pt")),
+        Case("load_checkpoint", "a pickle that is not a state dict", lambda: load_checkpoint(build_model("LeNet"), ck / "foreign.pt")),
+        Case("load_checkpoint", "another network's weights", lambda: load_checkpoint(build_model("LeNet"), ck / "vgg.pt")),
+        Case("TrainedRun", "a folder without history.nc", lambda: TrainedRun(ck)),
+        *cfg_cases,
+        Case("load_sweep", "profile='huge'", lambda: load_sweep(repo / "configs" / "spectra.yaml", profile="huge")),
+        Case("cli", "measure --probe-seed -1", _cli("measure", "--model", "zoo:LeNet", "--n-probe", "16", "--out", out, "--probe-seed", "-1")),
+        Case("cli", "measure --model-seed -1", _cli("measure", "--model", "zoo:LeNet", "--n-probe", "16", "--out", out, "--model-seed", "-1")),
+        Case("cli", "measure --seed -1", _cli("measure", "--model", "zoo:LeNet", "--n-probe", "16", "--out", out, "--seed", "-1")),
+        Case("cli", "measure --n-probe 0", _cli("measure", "--model", "zoo:LeNet", "--n-probe", "0", "--out", out)),
+        Case("cli", "measure --delta -1", _cli("measure", "--model", "zoo:LeNet", "--n-probe", "16", "--out", out, "--delta", "-1")),
+        Case("cli", "measure --n-draws 0", _cli("measure", "--model", "zoo:LeNet", "--n-probe", "16", "--out", out, "--n-draws", "0")),
+        Case("cli", "measure --estimator mode", _cli("measure", "--model", "zoo:LeNet", "--out", out, "--estimator", "mode")),
+        Case("cli", "measure --out x.csv", _cli("measure", "--model", "zoo:LeNet", "--out", str(tmp / "x.csv"))),
+        Case("cli", "measure --model zoo:NoSuchNet", _cli("measure", "--model", "zoo:NoSuchNet", "--n-probe", "16", "--out", out)),
+        Case("cli", "measure --checkpoint with flipped bytes",
+             _cli("measure", "--model", "zoo:LeNet", "--n-probe", "16", "--out", out, "--checkpoint", str(ck / "best.pt"))),
+        Case("cli", "sweep of a folder", _cli("sweep", str(repo / "configs"))),
+        Case("cli", "sweep with an unknown top-level key", _cli("sweep", str(tmp / "cfg0.yaml"), "--profile", "smoke", "--root", str(tmp / "r"))),
+        Case("cli", "sweep --jobs 0", _cli("sweep", str(repo / "configs" / "spectra.yaml"), "--profile", "smoke", "--jobs", "0",
+                                           "--root", str(tmp / "r"))),
+    ]
+
+
 def main() -> int:
     torch.set_num_threads(1)
     os.environ["DIFFEOSENS_DOWNLOAD"] = "0"  # never the network
@@ -352,8 +447,9 @@ def main() -> int:
     t0 = time.perf_counter()
     try:
         rows = []
-        for i, case in enumerate(cases(data_fixtures(tmp)), 1):
-            rows.append({"#": i, "entry point": f"`{case.entry}`", "input": case.what, **classify(case)})
+        for i, case in enumerate([*cases(data_fixtures(tmp)), *other_cases(tmp)], 1):
+            outcome = classify_cli(case) if case.entry == "cli" else classify(case)
+            rows.append({"#": i, "entry point": f"`{case.entry}`", "input": case.what, **outcome})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     counts = collections.Counter(r["outcome"] for r in rows)

@@ -322,6 +322,23 @@ def test_truncated_checkpoints_are_named_errors(tmp_path):
         load_checkpoint(build_model("LeNet"), tmp_path / "missing.pt")
 
 
+def test_channels_last_training_matches_nchw_to_float_tolerance():
+    """fit trains 2D conv nets in channels-last memory format (faster on CPU, bench/train_throughput.py):
+    the same run in NCHW gives the same weights up to float32 rounding, not different numbers."""
+    def run(channels_last):
+        loaders = make_loaders("cifar10", n_train=128, n_test=64, batch_size=32, augment=False, seed=2)
+        net = build_model("VGG11bn", seed=2, width_factor=0.125)
+        return fit(net, loaders.train, loaders.test, "cifar", epochs=1, seed=2, progress=False, channels_last=channels_last).model
+
+    a, b = run(True), run(False)
+    conv = next(m for m in a.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        if v.is_floating_point():
+            torch.testing.assert_close(v, w, rtol=1e-3, atol=1e-5, msg=k)
+    assert any(not torch.equal(v, w) for v, w in zip(a.state_dict().values(), b.state_dict().values()))  # two code paths indeed
+
+
 def test_a_checkpoint_changed_on_disk_is_an_error_naming_it(tmp_path):
     """Flipped bytes inside best.pt load fine with torch (weights only change) and used to give silently
     wrong weights: the content hash recorded at writing catches them on every load (check, load,

@@ -32,10 +32,20 @@ __all__ = ["load_model", "load_state", "measure_model"]
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from a checkpoint file, read with ``weights_only=True``."""
+    """A state dict from a checkpoint file, read with ``weights_only=True``.
+
+    A checkpoint written by diffeosens (a training run's ``init.pt``/``best.pt``/``last.pt``) has its
+    content hash beside it and is verified against it (:func:`diffeosens.train.verify_checkpoint`):
+    a file changed on disk is an error naming it. Other files (your own ``torch.save``) carry no
+    such record and are read as they are.
+    """
+    from .train import digest_path, verify_checkpoint
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if digest_path(path).is_file():
+        verify_checkpoint(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
