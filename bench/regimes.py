@@ -88,7 +88,7 @@ CANDIDATES = [
 BY_NAME = {c.name: c for c in CANDIDATES}
 
 
-def _slope(depth: np.ndarray, values: np.ndarray) -> float:
+def depth_slope(depth: np.ndarray, values: np.ndarray) -> float:
     """Slope of log10(values) against relative depth over the defined layers (NaN below 3 points)."""
     from diffeosens.stats import fit_exponent
 
@@ -124,7 +124,7 @@ def run(c: Candidate, n_probe: int) -> dict:
         out = output_layer(ds)
         depth = ds.relative_depth.values.astype(float)
         row[s] = {"D_out": float(out.D), "G_out": float(out.G), "R_out": float(out.R),
-                  "D_slope": _slope(depth, ds.D.values), "G_slope": _slope(depth, ds.G.values),
+                  "D_slope": depth_slope(depth, ds.D.values), "G_slope": depth_slope(depth, ds.G.values),
                   "G": ds.G.values.tolist(), "D": ds.D.values.tolist(), "layers": [str(n) for n in ds.layer_name.values]}
     return row
 

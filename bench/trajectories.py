@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "trajectories"
 RUNS = Path(os.environ.get("DIFFEOSENS_TRAJ_RUNS", "/tmp/diffeosens-trajectories"))
 sys.path.insert(0, str(HERE))
+from regimes import depth_slope, replace_block  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,6 @@ CANDIDATES = [
     Candidate("scale2d_vgg11bn_tanh_w025_60ep", "VGG11bn", 60, dataset="twopoints", activation="tanh", every=5, n_probe=300),
 ]
 BY_NAME = {c.name: c for c in CANDIDATES}
-
-
-def _slope(depth: np.ndarray, values: np.ndarray) -> float:
-    from diffeosens.stats import fit_exponent
-
-    ok = np.isfinite(values) & (values > 0)
-    if ok.sum() < 3:
-        return math.nan
-    return fit_exponent(depth[ok], values[ok], base="log2").slope * math.log10(2.0)
 
 
 def _half_means(depth: np.ndarray, values: np.ndarray) -> tuple[float, float]:
@@ -158,7 +150,7 @@ class Observer:
             "lr": float(hist["lr"][-1]) if hist else math.nan,
             "time_s": float(hist["time_s"][-1]) if hist else 0.0,
             "D_out": float(out.D), "G_out": float(out.G), "R_out": float(out.R),
-            "D_slope": _slope(depth, ds.D.values), "G_slope": _slope(depth, ds.G.values), "R_slope": _slope(depth, ds.R.values),
+            "D_slope": depth_slope(depth, ds.D.values), "G_slope": depth_slope(depth, ds.G.values), "R_slope": depth_slope(depth, ds.R.values),
             "shuffle_D_halves": _half_means(depth, lr_d), "shuffle_R_halves": _half_means(depth, lr_r),
             "homogeneous_halves": _half_means(hdepth, hf), "homogeneous_mean": float(np.mean(hf)),
             "D": ds.D.values.tolist(), "G": ds.G.values.tolist(), "D_shuf": sh.D.values.tolist(),
@@ -229,8 +221,6 @@ def table(data: dict) -> str:
 
 
 def write_doc() -> None:
-    from regimes import replace_block
-
     for f in sorted(OUT.glob("*.json")):
         data = json.loads(f.read_text())
         c = data["candidate"]
