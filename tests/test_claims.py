@@ -196,6 +196,7 @@ def activations_dataset(tanh_over_relu: dict[str, float]) -> xr.Dataset:
     ds = xr.Dataset({"D": (dims, D), "G": (dims, G)},
                     coords={"arch": archs, "activation": ["default", "tanh"], "seed": [0], "state": ["init", "trained"], "delta": [1.0], "layer": np.arange(L)})
     ds["R"] = ds.D / ds.G
+    ds["test_error"] = (("arch", "activation", "seed", "state"), np.tile(np.array([np.nan, 0.3]), (len(archs), 2, 1, 1)))
     kinds = np.array(["act"] * (L - 1) + ["output"])
     return ds.assign_coords(layer_kind=(("arch", "layer"), np.tile(kinds, (len(archs), 1))),
                             relative_depth=(("arch", "layer"), np.tile(DEPTH, (len(archs), 1))))
@@ -241,7 +242,7 @@ def test_c10_trained_half_from_the_tanh_variants_of_the_2d_task_nets():
     assert one.verdict == NOT_REPRODUCED and "at least 2" in one.reason
     # no ReLU net gained noise sensitivity: the premise fails, whatever tanh does
     none = claims.check_c10(theory, None, scale2d_with_tanh({"A": (0.5, 0.1), "B": (0.9, 0.1)}))
-    assert none.verdict == NOT_REPRODUCED and "no ReLU net gained" in none.reason
+    assert none.verdict == NOT_REPRODUCED and "no pair of a ReLU net that gained noise sensitivity" in none.reason
     # pairs from both experiments count together (CIFAR-10 nets of activations_dataset gain noise sensitivity)
     both = claims.check_c10(theory, activations_dataset({"LeNet": 3.0}), scale2d_with_tanh({"VGG11bn": (30.0, 0.1), "VGG16bn": (6.0, 0.3)}))
     assert both.verdict == NOT_REPRODUCED and "2 of 3" in both.reason
@@ -251,6 +252,11 @@ def test_c10_trained_half_from_the_tanh_variants_of_the_2d_task_nets():
     assert claims.check_c10(theory, None, broken).verdict == INCOMPLETE
     # the ReLU nets alone: no pair, incomplete
     assert claims.check_c10(theory, None, good.sel(activation=["default"])).verdict == INCOMPLETE
+    # a tanh net that did not learn (chance error on the two-class task) is not evidence: listed, not counted
+    untrained = good.copy(deep=True)
+    untrained["test_error"].loc[dict(arch="VGG16bn", activation="tanh", state="trained")] = 0.5
+    v = claims.check_c10(theory, None, untrained)
+    assert v.verdict == NOT_REPRODUCED and "the tanh net did not learn" in v.reason and "at least 2" in v.reason
 
 
 def test_c8_uses_the_relu_nets_of_a_sweep_with_tanh_variants():

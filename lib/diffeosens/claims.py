@@ -634,6 +634,8 @@ def check_c9(v: Verdict, scale1d: xr.Dataset | None) -> None:
 
 #: The trained networks of each experiment that C10 compares with their tanh variants.
 _TANH_SOURCES = {"activations": "CIFAR-10", "scale2d": "2D task"}
+#: The test error of chance on each experiment's task (10 classes; two classes).
+_CHANCE_ERROR = {"activations": 0.9, "scale2d": 0.5}
 
 
 def _tanh_pairs(ds: xr.Dataset | None, source: str) -> dict[str, dict[str, float]]:
@@ -660,14 +662,20 @@ def _tanh_pairs(ds: xr.Dataset | None, source: str) -> dict[str, dict[str, float
         ratio = _finite(float(g.sel(activation="tanh", state="trained") / g.sel(activation="default", state="trained")), f"{name}: G_f(tanh)/G_f(ReLU)")
         gain = _finite(float(g.sel(activation="default", state="trained") / g.sel(activation="default", state="init")), f"{name}: ReLU G_out trained/init")
         slope = _finite(_layer_slope(seed_mean(tanh_d))[0], f"{name}: tanh D_k slope")
-        pairs[name] = {"ratio": ratio, "relu_gain": gain, "tanh_D_slope": slope}
+        if "test_error" not in ds:
+            raise Incomplete(f"{name}: no test error in the results (is the tanh net trained?)")
+        err = _per_arch(ds, arch).test_error.sel(activation="tanh", state="trained")
+        err = _finite(seed_mean(err).mean(), f"{name}: tanh test error")
+        pairs[name] = {"ratio": ratio, "relu_gain": gain, "tanh_D_slope": slope, "tanh_error": err,
+                       "tanh_learned": err < _CHANCE_ERROR[source] / 2}
     return pairs
 
 
 @_claim("C10", "slope of ln G_k per layer, constant-filter CNN with F = s = 2, ReLU (theory: ln 2 = 0.69)",
         "reproduced if ReLU slope within 30 % of ln 2, |tanh/linear slope| < 0.1, and, among the trained CNNs with a tanh "
         "variant (the CIFAR-10 nets of the activations experiment and the tanh variants of the 2D scale-detection nets) "
-        "whose ReLU version gained noise sensitivity in training (G_out trained > init), at least 2 and >= 75 % have "
+        "whose ReLU version gained noise sensitivity in training (G_out trained > init) and whose tanh version learned "
+        "(test error below half of chance), at least 2 and >= 75 % have "
         "tanh G_f < ReLU G_f while tanh D_k still falls with depth")
 def check_c10(v: Verdict, theory: xr.Dataset | None, activations: xr.Dataset | None = None, scale2d: xr.Dataset | None = None) -> None:
     """C10: in the constant-filter model with strides, :math:`\\ln G_k` grows by about :math:`\\ln 2` per
@@ -681,8 +689,9 @@ def check_c10(v: Verdict, theory: xr.Dataset | None, activations: xr.Dataset | N
     ``activations`` experiment and the tanh variants of the 2D scale-detection nets (``scale2d``).
     The claim is that tanh *removes* the noise sensitivity that ReLU nets acquire in training, so
     it is tested on the pairs whose ReLU net did acquire it (:math:`G_\\text{out}` trained above
-    init, the premise); the others are listed in the detail, not counted. Majority rule over the
-    pairs that meet the premise, and at least 2 of them; none: not reproduced (the premise fails).
+    init, the premise) and whose tanh net learned the task (test error below half of chance: an
+    untrained net says nothing); the others are listed, not counted. Majority rule over the pairs
+    that meet the premise, and at least 2 of them; none: not reproduced (the premise fails).
 
     Value: the ReLU slope of :math:`\\ln G_k` per layer (stride 2).
     """
@@ -721,21 +730,23 @@ def check_c10(v: Verdict, theory: xr.Dataset | None, activations: xr.Dataset | N
     if not pairs:
         raise Incomplete(f"{theory_note}; no trained CNN was run with both the default activation and tanh "
                          f"(activations experiment or tanh variants of scale2d)")
-    eligible = {n: p for n, p in pairs.items() if p["relu_gain"] > 1}
+    eligible = {n: p for n, p in pairs.items() if p["relu_gain"] > 1 and p["tanh_learned"]}
     ok = {n: p["ratio"] < 1 and p["tanh_D_slope"] < 0 for n, p in eligible.items()}
     cnn_ok = len(ok) >= 2 and _majority(list(ok.values()))
     v.detail += "; trained CNNs, G_f(tanh)/G_f(ReLU) [ReLU G_out trained/init, tanh D slope]: " + ", ".join(
         f"{n} {p['ratio']:.2g} [{p['relu_gain']:.2g}, {p['tanh_D_slope']:+.2f}]" for n, p in pairs.items())
     v.numbers["pairs"] = pairs
-    left_out = [f"{n} (ReLU G_out trained/init {p['relu_gain']:.2g})" for n, p in pairs.items() if n not in eligible]
+    left_out = [f"{n} (" + (f"ReLU G_out trained/init {p['relu_gain']:.2g}" if p["relu_gain"] <= 1 else
+                            f"the tanh net did not learn: test error {p['tanh_error']:.2f}") + ")"
+                for n, p in pairs.items() if n not in eligible]
     if not eligible:
-        cnn_note = "no ReLU net gained noise sensitivity in training, so tanh has nothing to remove: " + ", ".join(left_out)
+        cnn_note = "no pair of a ReLU net that gained noise sensitivity in training and a tanh net that learned: " + ", ".join(left_out)
     else:
         cnn_note = (f"tanh lowers G_f with D_k still falling in {sum(ok.values())} of {len(ok)} nets whose ReLU version gained noise "
                     "sensitivity: " + ", ".join(f"{n} tanh/ReLU G_f {eligible[n]['ratio']:.2g}" for n in ok)
                     + (f" (at least 2 needed)" if len(ok) < 2 else ""))
     if left_out and eligible:
-        cnn_note += "; not counted (ReLU G_out fell in training): " + ", ".join(left_out)
+        cnn_note += "; not counted (ReLU G_out fell in training, or the tanh net did not learn): " + ", ".join(left_out)
     parts = {theory_note: relu_ok and odd_ok, cnn_note: cnn_ok}
     fails = _failed(parts)
     v.verdict = NOT_REPRODUCED if fails else REPRODUCED
