@@ -155,9 +155,8 @@ class Observer:
             "homogeneous_halves": _half_means(hdepth, hf), "homogeneous_mean": float(np.mean(hf)),
             "D": ds.D.values.tolist(), "G": ds.G.values.tolist(), "D_shuf": sh.D.values.tolist(),
             "relative_depth": depth.tolist(), "layers": [str(n) for n in ds.layer_name.values],
-            "measure_s": 0.0,
+            "measure_s": time.perf_counter() - t0,
         }
-        row["measure_s"] = time.perf_counter() - t0
         model.train(was_training)
         return row
 
