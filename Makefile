@@ -2,7 +2,9 @@
 #   make test   set-up (.venv, pinned requirements, editable package, book assets, chromium), then pytest
 #   make book   set-up, the quick-profile sweeps, then the Jupyter Book (prints the path of the HTML)
 #   make lock   re-resolve requirements.txt / requirements-test.txt into the hashed .lock files
-# Variables: PROFILE (smoke|quick|paper, default quick), JOBS (cells in parallel), PYTHON (>= 3.11),
+#   make dry-run   the paper grid at tiny sizes, then its book (checks the paper profile before a GPU run)
+#   make plan      what the paper profile costs on this machine (cells, hours, disk)
+# Variables: PROFILE (smoke|quick|paper|dry, default quick), JOBS (cells in parallel), PYTHON (>= 3.11),
 #   TORCH_INDEX (a pip index for torch, e.g. https://download.pytorch.org/whl/cpu for CPU-only wheels),
 #   PORT (make serve).
 # Environment: requirements.txt holds the exact pins of the direct dependencies (edited by hand),
@@ -38,7 +40,7 @@ EXPERIMENTS ?= perturbations layers architectures noisy pooling spectra activati
 TORCH_INDEX ?=
 PORT ?= 8000
 
-.PHONY: all setup tools system-deps test lock sweeps book book-only serve bench clean data
+.PHONY: all setup tools system-deps test lock sweeps book book-only dry-run plan serve bench clean data
 
 all: test
 
@@ -121,6 +123,21 @@ book-only: setup
 	echo "== book build: $$(( $$(date +%s) - start )) s"
 	@echo "The book: file://$(CURDIR)/_build/html/index.html"
 
+# make dry-run: the paper profile's grid at tiny sizes (PROFILE=dry: every network, activation, noise
+# level, task, variant and delta of the paper grid, its first two seeds) into results/dry, then the
+# book from those results with -W into _dry/. Finds a crash before a GPU or cluster run does.
+dry-run: setup
+	@$(MAKE) --no-print-directory sweeps PROFILE=dry
+	@start=$$(date +%s); rm -rf _dry; \
+	DIFFEOSENS_PROFILE=dry $(VENV)/bin/jupyter-book build book --config _config.yml \
+	  --path-output _dry -W -n --keep-going || exit 1; \
+	echo "== dry-run book build: $$(( $$(date +%s) - start )) s"
+
+# make plan: cells, hours on this machine and disk of PLAN_PROFILE (unit costs timed once, cached in results/costs/).
+PLAN_PROFILE ?= paper
+plan: setup
+	$(PY) -m diffeosens plan --profile $(PLAN_PROFILE)
+
 # The book over HTTP (the widgets' fonts and the require.js loader need http://, not file://).
 serve:
 	@test -f _build/html/index.html || { echo "no book yet: run make book first" >&2; exit 2; }
@@ -138,4 +155,4 @@ data: $(STAMP)
 	$(PY) -m diffeosens data download $(DATASETS)
 
 clean:
-	rm -rf $(VENV) _build .pytest_cache book/node_modules book/_static/vendor book/_extra
+	rm -rf $(VENV) _build _dry .pytest_cache book/node_modules book/_static/vendor book/_extra

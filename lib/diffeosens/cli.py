@@ -1,4 +1,4 @@
-"""Command line: ``diffeosens sweep``, ``diffeosens measure``, ``diffeosens profiles``, ``diffeosens data``.
+"""Command line: ``diffeosens sweep``, ``diffeosens plan``, ``diffeosens measure``, ``diffeosens profiles``, ``diffeosens data``.
 
 Also reachable as ``python -m diffeosens ...``. Each sub-command parses its arguments and calls
 one library function. Every error is one line on standard error and exit status 2 (set
@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .profiles import PROFILES
+
 
 class CLIError(Exception):
     """A user error found by the command line itself (bad path, unavailable device, ...)."""
@@ -20,17 +22,59 @@ class CLIError(Exception):
 __all__ = ["main"]
 
 
+def _sweep_profile(args: argparse.Namespace) -> str:
+    """``--dry-run`` runs the ``dry`` profile: the paper's grid at tiny sizes (:mod:`diffeosens.profiles`)."""
+    if not getattr(args, "dry_run", False):
+        return args.profile or "quick"
+    if args.profile not in (None, "paper", "dry"):
+        raise CLIError(f"--dry-run runs the paper profile's grid at tiny sizes; it goes with --profile paper (or none), not {args.profile!r}")
+    return "dry"
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import plan_profile
+    from .sweep import SweepError
+
+    from .sweep import book_configs
+
+    configs = args.configs or [str(p) for p in book_configs()]
+    device = _check_device(args.device) or "cpu"
+    try:
+        plan = plan_profile(configs, args.profile, device=device, root=args.root, measure=not args.no_measure)
+    except SweepError as err:
+        raise CLIError(str(err)) from err
+    print(plan.table())
+    return 0
+
+
+def _selection(items: Sequence[str] | None) -> dict[str, list[str]] | None:
+    """``--select axis=value`` (repeatable; values of one axis are alternatives) as ``{axis: [values]}``."""
+    if not items:
+        return None
+    out: dict[str, list[str]] = {}
+    for item in items:
+        axis, sep, value = item.partition("=")
+        if not sep or not axis.strip() or not value.strip():
+            raise CLIError(f"--select takes axis=value (e.g. --select arch=ResNet50), got {item!r}")
+        out.setdefault(axis.strip(), []).append(value.strip())
+    return out
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import SweepError, run_sweep
 
     if args.jobs < 1:
         raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
+    profile = _sweep_profile(args)
+    if args.plan:
+        args.configs, args.profile, args.no_measure = [args.config], profile, False
+        return _cmd_plan(args)
     try:
         report = run_sweep(
-            args.config, profile=args.profile, root=args.root, jobs=args.jobs, scheduler=args.scheduler,
+            args.config, profile=profile, root=args.root, jobs=args.jobs, scheduler=args.scheduler,
             dask_workers=args.dask_workers, stages=args.stage, force=args.force,
             progress="none" if args.no_progress else args.progress,
-            stale=args.stale, fresh_kernels=True if args.fresh_kernels else None,
+            stale=args.stale, fresh_kernels=True if args.fresh_kernels else None, select=_selection(args.select),
         )
     except SweepError as err:
         raise CLIError(str(err)) from err
@@ -161,13 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a sweep config (papermill notebooks over a grid)")
     s.add_argument("config", help="configs/<experiment>.yaml")
-    s.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    s.add_argument("--profile", default=None, choices=list(PROFILES),
+                   help="run sizes (diffeosens profiles; default quick, or paper with --dry-run)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="the paper profile's grid (every network, activation, noise level, task, variant, delta; its first two "
+                        "seeds) at tiny sizes, into <root>/dry: finds a crash before a GPU or cluster run does")
+    s.add_argument("--plan", action="store_true",
+                   help="print the cells, estimated hours on this device and disk of this sweep at --profile; run nothing "
+                        "(unit costs are timed here on first use and cached under <root>/costs/)")
+    s.add_argument("--device", default=None, help="with --plan: the device to price (default: cpu)")
     s.add_argument("--root", default=None, help="results root (default: results/ or $DIFFEOSENS_RESULTS)")
     s.add_argument("--jobs", type=int, default=1, help="cells in parallel on this machine")
     s.add_argument("--scheduler", default=None, help="address of a Dask scheduler, e.g. tcp://host:8786")
     s.add_argument("--dask-workers", type=int, default=None, help="start a local Dask cluster with N workers")
     s.add_argument("--stage", action="append", help="run only this stage (repeatable)")
     s.add_argument("--force", action="store_true", help="re-run cells whose outputs are valid")
+    s.add_argument("--select", action="append", metavar="AXIS=VALUE",
+                   help="run only the cells with this grid value, and those they need (repeatable; e.g. --select arch=ResNet50)")
     s.add_argument("--progress", default="bar", choices=["bar", "lines", "none"],
                    help="a progress bar, one line per finished cell with counts and an ETA (for logs), or nothing")
     s.add_argument("--no-progress", action="store_true", help="the same as --progress none")
@@ -203,7 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="the .nc file to write")
     m.set_defaults(func=_cmd_measure)
 
-    pr = sub.add_parser("profiles", help="print the smoke/quick/paper sizes")
+    pl = sub.add_parser("plan", help="what a profile will cost: trainings, measurements, hours on this device, disk")
+    pl.add_argument("configs", nargs="*", help="sweep configs (default: all of configs/, in the book's order)")
+    pl.add_argument("--profile", default="paper", choices=list(PROFILES))
+    pl.add_argument("--root", default=None, help="results root (its costs/ folder caches the timed unit costs)")
+    pl.add_argument("--device", default=None, help="the device to price (default: cpu); one without timed costs is estimated from FLOPs")
+    pl.add_argument("--no-measure", action="store_true", help="time nothing: unit costs not cached are estimated from FLOPs")
+    pl.set_defaults(func=_cmd_plan)
+
+    pr = sub.add_parser("profiles", help="print the smoke/quick/paper/dry sizes")
     pr.set_defaults(func=_cmd_profiles)
 
     d = sub.add_parser("data", help="download the datasets, or show where they are found")

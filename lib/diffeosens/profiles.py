@@ -1,12 +1,18 @@
-"""Run sizes: the ``smoke``, ``quick`` and ``paper`` profiles (open choice O14), the one source of them.
+"""Run sizes: the ``smoke``, ``quick``, ``paper`` and ``dry`` profiles (open choice O14), the one source of them.
 
-Every experiment runs at one of three sizes:
+Every experiment runs at one of these sizes:
 
 * ``smoke``: seconds per notebook, for CI and the test suite (numbers are meaningless);
 * ``quick``: the default of ``make book`` on a 2-core laptop CPU, the whole book in under 45
   minutes: the paper's recipes on the whole training set but at reduced width and for few
   epochs, fewer probe images (the regime study behind this choice: ``docs/regimes.md``);
-* ``paper``: the paper's sizes (methods §7), for a GPU or a cluster.
+* ``paper``: the paper's sizes (methods §7), for a GPU or a cluster;
+* ``dry``: the dry run of the paper profile: the *paper's grid* (every network, activation, noise
+  level, task, variant and delta a sweep config lists for ``paper``, see :data:`GRID_OF`; the
+  first :data:`DRY_SEEDS` of its seeds) through the paper's code paths (its recipes, optimisers,
+  input sizes, probe points, combinations of results), at tiny sizes: one epoch on a few hundred
+  images, eighth width, a few probe images. It finds on a laptop the crash that would otherwise
+  come in hour 30 of a GPU run (``diffeosens sweep CONFIG --dry-run``, ``make dry-run``).
 
 :data:`TRAINING` scales the recipes of :mod:`diffeosens.train`; :data:`MEASUREMENT` the probe sets
 and seeds; :data:`EXPERIMENTS` holds the few experiments that depart from their profile's sizes.
@@ -37,13 +43,30 @@ __all__ = [
     "Size",
     "describe",
     "experiment_sizes",
+    "GRID_OF",
+    "grid_profile",
     "measurement",
     "recipe_departures",
     "table_markdown",
     "training",
 ]
 
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "paper", "dry")
+
+#: The profile whose *grid* a profile runs (the variables a sweep config lists under
+#: ``profiles.<name>``: networks, activations, noise levels, tasks, ...); a profile not listed here
+#: runs its own. ``dry`` runs the paper's grid at its own (tiny) sizes.
+GRID_OF: dict[str, str] = {"dry": "paper"}
+
+
+def grid_profile(profile: str) -> str:
+    """The profile whose sweep-config variables (the grid) ``profile`` runs.
+
+    >>> grid_profile("dry"), grid_profile("quick")
+    ('paper', 'quick')
+    """
+    check_choice(profile, PROFILES, "profile")
+    return GRID_OF.get(profile, profile)
 
 
 @dataclass(frozen=True)
@@ -69,21 +92,25 @@ TRAINING: dict[str, dict[str, Size]] = {
         # RECIPE_DEPARTURES adds a one-epoch lr warm-up
         "quick": Size(epochs=6, n_train=None, n_test=None, width_factor=0.25),
         "paper": Size(epochs=250, n_train=None, n_test=None),
+        "dry": Size(epochs=1, n_train=256, n_test=128, width_factor=0.125),
     },
     "fcn": {
         "smoke": Size(epochs=1, n_train=512, n_test=256),
         "quick": Size(epochs=6, n_train=None, n_test=None),
         "paper": Size(epochs=250, n_train=None, n_test=None),
+        "dry": Size(epochs=1, n_train=256, n_test=128),
     },
     "scale2d": {
         "smoke": Size(epochs=2, n_train=128, n_test=256, width_factor=0.125),
         "quick": Size(epochs=30, n_train=1024, n_test=2048, width_factor=0.25),
         "paper": Size(epochs=300, n_train=1024, n_test=4096),
+        "dry": Size(epochs=1, n_train=64, n_test=64, width_factor=0.125),
     },
     "scale1d": {
         "smoke": Size(epochs=60, n_train=128, n_test=128, width=64),
         "quick": Size(epochs=800, n_train=256, n_test=128, width=64),
         "paper": Size(epochs=600_000, n_train=512, n_test=128, width=1000),
+        "dry": Size(epochs=4, n_train=64, n_test=32, width=1000),
     },
 }
 
@@ -93,7 +120,15 @@ MEASUREMENT: dict[str, dict[str, int]] = {
     "smoke": {"n_probe": 16, "n_seeds": 1},
     "quick": {"n_probe": 200, "n_seeds": 1},
     "paper": {"n_probe": 500, "n_seeds": 4},
+    # the first DRY_SEEDS of the paper's seeds (and of each experiment's seed departures, see measurement()), a few probes
+    "dry": {"n_probe": 16, "n_seeds": 2},
 }
+
+#: Seeds per network in a dry run: the first two of the grid's seed list. Two values exercise the
+#: seed dimension of every result and every combination across seeds; the paper's further seeds
+#: (4 per CIFAR net, 10 per synthetic-task net) run the same code with another number, and a tiny
+#: training cannot reproduce what a seed does to a 250-epoch run anyway.
+DRY_SEEDS = 2
 
 #: Where an experiment (a sweep config's ``experiment``) departs from its profile's sizes:
 #: experiment -> profile -> any of ``n_probe``, ``n_seeds``, ``first_seed`` (over
@@ -102,13 +137,14 @@ MEASUREMENT: dict[str, dict[str, int]] = {
 EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     "architectures": {"quick": {"n_probe": 500}},
     "noisy": {"quick": {"n_probe": 300}},
-    "scale2d": {"smoke": {"n_probe": 32}, "quick": {"n_probe": 300}, "paper": {"n_seeds": 10}},
+    "scale2d": {"smoke": {"n_probe": 32}, "quick": {"n_probe": 300}, "paper": {"n_seeds": 10}, "dry": {"n_probe": 32}},
     # the 1D task's probe set is the paper's 812 test points; the quick nets train 30x past
     # interpolation: the C9 slopes need it (docs/regimes.md); the paper's seeds are 1-10
     "scale1d": {
         "smoke": {"n_probe": 64, "recipe_overrides": {"monitor_every": 5, "interpolation_factor": 2}},
         "quick": {"n_probe": 400, "recipe_overrides": {"monitor_every": 10, "interpolation_factor": 30}},
         "paper": {"n_probe": 812, "n_seeds": 10, "first_seed": 1},
+        "dry": {"n_probe": 32},
     },
 }
 
@@ -168,6 +204,9 @@ def measurement(profile: str, experiment: str | None = None) -> dict[str, int]:
     """
     check_choice(profile, PROFILES, "profile")
     out = dict(MEASUREMENT[profile])
+    if profile in GRID_OF:  # a dry run takes the first seeds of the grid it runs (e.g. seeds 1, 2 of the paper's 1-10 for scale1d)
+        seeds = measurement(GRID_OF[profile], experiment)
+        out.update({"first_seed": seeds.get("first_seed", 0), "n_seeds": min(seeds["n_seeds"], DRY_SEEDS)})
     extra = EXPERIMENTS.get(experiment, {}).get(profile, {}) if experiment is not None else {}
     out.update({k: v for k, v in extra.items() if k in ("n_probe", "n_seeds", "first_seed")})
     return out
@@ -179,12 +218,13 @@ def experiment_sizes(experiment: str, profile: str) -> dict[str, Any]:
 
     >>> experiment_sizes("layers", "paper")
     {'n_probe': 500, 'seeds': [0, 1, 2, 3], 'recipe_overrides': {}}
-    >>> experiment_sizes("scale1d", "paper")["seeds"]
-    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    >>> experiment_sizes("scale1d", "paper")["seeds"], experiment_sizes("scale1d", "dry")["seeds"]
+    ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1, 2])
     """
     m = measurement(profile, experiment)
     first = m.get("first_seed", 0)
-    overrides = EXPERIMENTS.get(experiment, {}).get(profile, {}).get("recipe_overrides", {})
+    overrides = dict(EXPERIMENTS.get(experiment, {}).get(GRID_OF.get(profile, profile), {}).get("recipe_overrides", {}))
+    overrides.update(EXPERIMENTS.get(experiment, {}).get(profile, {}).get("recipe_overrides", {}))
     return {"n_probe": m["n_probe"], "seeds": list(range(first, first + m["n_seeds"])), "recipe_overrides": dict(overrides)}
 
 

@@ -152,7 +152,8 @@ def measure_run(
     """Measure a run's network at ``state`` on its probe set, at one or several ``deltas``.
 
     At initialisation BatchNorm uses batch statistics (``init_bn="batch"``, methods §4.8), unless
-    ``init_bn`` is given. The result has a ``delta`` dimension (one entry for a single value);
+    ``init_bn`` is given; the batch size is chosen to fit the device's memory (``batch_size="auto"``,
+    :mod:`diffeosens.sensitivity.memory`) unless given. The result has a ``delta`` dimension (one entry for a single value);
     all values share the clean forward pass and the draws. The run's architecture, dataset,
     activation, training noise and test error are added as attributes. ``model`` replaces the
     checkpoint's network (e.g. a channel-shuffled copy).
@@ -163,6 +164,7 @@ def measure_run(
     net = model if model is not None else run.model(state)
     x = run.probes(n_probe, seed=probe_seed, root=root)
     measure_kwargs.setdefault("init_bn", "batch" if state == "init" else "running")
+    measure_kwargs.setdefault("batch_size", "auto")  # fits the device's memory at any P (the numbers do not depend on it)
     ds = measure(net, x, delta=deltas, **measure_kwargs)
     ds.attrs.update({
         "arch": run.arch, "dataset": run.dataset, "activation": run.activation, "train_noise": run.train_noise,

@@ -155,7 +155,7 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -316,6 +316,17 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+#: The sweep configs of the book, in the order of its chapters (later ones reuse earlier trainings;
+#: the Makefile's EXPERIMENTS lists the same).
+BOOK_EXPERIMENTS = ("perturbations", "layers", "architectures", "noisy", "pooling", "spectra", "activations", "custom",
+                    "scale2d", "scale1d", "theory")
+
+
+def book_configs() -> list[Path]:
+    """The paths of the book's sweep configs (``configs/<experiment>.yaml``), in :data:`BOOK_EXPERIMENTS` order."""
+    return [_repo_root() / "configs" / f"{e}.yaml" for e in BOOK_EXPERIMENTS]
+
+
 def _resolve_notebook(path: str, config_path: Path) -> Path:
     for base in (config_path.parent, config_path.parent.parent, _repo_root(), Path.cwd()):
         cand = (base / path).resolve()
@@ -403,7 +414,8 @@ def cell_stamp(notebook_hash: str, params: Mapping[str, Any], needs: Mapping[str
 
 
 def profile_variables(cfg: Mapping[str, Any], profile: str, *, where: str = "config") -> dict[str, Any]:
-    """The variables of a parsed sweep config at ``profile``: its own (``profiles.<profile>``), the
+    """The variables of a parsed sweep config at ``profile``: its own (``profiles.<grid>``, where
+    ``<grid>`` is :func:`diffeosens.profiles.grid_profile` of ``profile``: ``paper`` for ``dry``), the
     experiment's sizes from :func:`diffeosens.profiles.experiment_sizes` (``n_probe``, ``seeds``,
     ``recipe_overrides``) and ``profile``. A config that sets a size itself is a :class:`SweepError`.
     """
@@ -416,7 +428,7 @@ def profile_variables(cfg: Mapping[str, Any], profile: str, *, where: str = "con
             raise SweepError(f"{where}: profiles.{prof} sets {', '.join(sizes)}, a size of diffeosens.profiles; sizes have one "
                              f"source: refer to ${{n_probe}}, ${{seeds}}, ${{recipe_overrides}} and set a departure of this "
                              f"experiment in diffeosens.profiles.EXPERIMENTS[{experiment!r}]")
-    variables = dict((cfg.get("profiles") or {}).get(profile) or {})
+    variables = dict((cfg.get("profiles") or {}).get(_profiles.grid_profile(profile)) or {})
     variables.update(_profiles.experiment_sizes(experiment, profile))
     variables["profile"] = profile
     return variables
@@ -448,8 +460,10 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
         raise SweepError(f"{path}: 'stages' must be a list of mappings (name, notebook, grid, ...), got {cfg['stages']!r}")
     if cfg.get("profiles") is not None and not isinstance(cfg["profiles"], dict):
         raise SweepError(f"{path}: 'profiles' must be a mapping profile -> variables, got {cfg['profiles']!r}")
-    if cfg.get("profiles") and profile not in cfg["profiles"]:
-        raise SweepError(f"{path}: no variables for profile {profile!r}; defined profiles: {', '.join(cfg['profiles'])}")
+    if cfg.get("profiles") and _profiles.grid_profile(profile) not in cfg["profiles"]:
+        raise SweepError(f"{path}: no variables for profile {_profiles.grid_profile(profile)!r}"
+                         f"{' (the grid of ' + repr(profile) + ')' if _profiles.grid_profile(profile) != profile else ''}; "
+                         f"defined profiles: {', '.join(cfg['profiles'])}")
     variables = profile_variables(cfg, profile, where=str(path))
     base = (Path(root) if root is not None else default_root()) / profile
 
@@ -659,10 +673,38 @@ def _complete(cell: Cell) -> bool:
     return all(output_is_valid(o) for o in cell.outputs) and Path(cell.notebook_out).exists()
 
 
+#: Files whose content :func:`output_is_valid` checks (a result, a checkpoint): one that exists
+#: and does not validate was corrupted on disk, since they are written atomically.
+_VALIDATED_SUFFIXES = (".nc", ".pt", ".pth")
+#: The mark of a temporary file of an atomic write (``.best.pt.tmp1234``, ``.x.nc.tmp1234-5678``).
+_TEMPORARY = re.compile(r"\.tmp\d")
+
+
+def _leftovers(cell: Cell) -> list[Path]:
+    """Temporary files of the cell (``.<name>.tmp<pid>...``, written before an atomic rename) left
+    by an attempt that was killed: never read, only deleted. A shared run's folder is the cell's
+    own; in an experiment's folder the cell's files start with its id. Lock files are not."""
+    folder = Path(cell.out_dir)
+    if not folder.is_dir():
+        return []
+    prefix = "." if cell.shared else f".{cell.cell_id}."
+    return [p for p in folder.iterdir()
+            if p.name.startswith(prefix) and _TEMPORARY.search(p.name[len(prefix):]) and not p.name.endswith(".lock")
+            and p.is_file()]
+
+
+def _corrupt(cell: Cell) -> list[Path]:
+    """The cell's results and checkpoints that exist but do not validate (:func:`output_is_valid`:
+    truncated, or not matching their recorded SHA-256): its notebook must not resume from them."""
+    return [p for p in _cell_files(cell) if p.suffix in _VALIDATED_SUFFIXES and not output_is_valid(p)]
+
+
 def _clear(cell: Cell) -> None:
-    """Delete a stale cell's results (a shared run: its whole folder, checkpoints included) so that
-    its rerun starts from scratch instead of resuming from the state of older code."""
-    for path in _cell_files(cell) + [record_path(cell)]:
+    """Delete a cell's results (a shared run: its whole folder, checkpoints included) so that its
+    rerun starts from scratch instead of resuming from the state of older code or from a corrupt
+    file. The record goes first: a clear that is killed midway leaves files without a record,
+    which the next sweep treats as stale (and clears again), never as a run to resume."""
+    for path in [record_path(cell), *_cell_files(cell), *_leftovers(cell)]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -968,8 +1010,15 @@ def run_cell(cell: Cell | dict[str, Any], *dep_results: Any, force: bool = False
             if state == "stale" and stale == "accept":
                 _write_record(cell, "done")  # adopted: computed by the current code from now on
             return CellResult(cell.cell_id, "skipped", str(nb_out), stale=why)
-        if state == "stale" and stale == "rerun":
+        # from scratch when stale, or when a result or checkpoint is corrupt (it cannot be resumed
+        # from); else the notebook resumes from what an interrupted run left, less the temporary
+        # files it was writing when killed (never read; a paper run's may be hundreds of MB)
+        if (state == "stale" and stale == "rerun") or _corrupt(cell):
             _clear(cell)
+        else:
+            for path in _leftovers(cell):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         _write_record(cell, "running")  # a cell killed from now on resumes (its state is of the current code)
         t0 = time.perf_counter()
         tmp = nb_out.with_name(f".{nb_out.stem}.tmp{os.getpid()}.ipynb")
@@ -1076,13 +1125,15 @@ def run_sweep(
     progress: bool | str = True,
     stale: str | None = None,
     fresh_kernels: bool | None = None,
+    select: Mapping[str, Sequence[Any]] | None = None,
 ) -> SweepReport:
     """Run every cell of a sweep (see the module docstring) and report what happened.
 
     Args:
         config: the YAML config.
         profile: ``smoke``, ``quick`` or ``paper``.
-        root: results root (default :func:`~diffeosens.results.default_root`).
+        root: results root (default :func:`~diffeosens.results.default_root`); a relative one is
+            made absolute here (cells run in their own folders, Dask workers anywhere).
         jobs: cells executed in parallel locally (threads driving papermill kernels; each kernel
             gets ``OMP_NUM_THREADS = cores // jobs``).
         scheduler: address of a running Dask scheduler (``tcp://host:8786``); the workers need this
@@ -1101,16 +1152,22 @@ def run_sweep(
             one warm kernel per local worker, reset between cells (see the module docstring,
             *Warm kernels*); default: ``$DIFFEOSENS_FRESH_KERNEL``, else ``False``. Dask workers
             always start a fresh kernel per cell.
+        select: run only the cells whose grid matches, ``{axis: [values]}`` (a cell matches when,
+            for every axis, its value is one of the values, compared as text), and the cells they
+            need (:func:`select_cells`), e.g. ``{"arch": ["ResNet50"], "seed": [0]}``.
     """
     policy = _stale_policy(stale)
     fresh = _fresh_kernels(fresh_kernels)
     _progress_mode(progress)  # check the mode before any work (and before a bar is drawn)
+    root = Path(root if root is not None else default_root()).absolute()  # the same folder from every working directory
     cfg, cells = load_sweep(config, profile=profile, root=root)
     if stages:
         unknown = set(stages) - {c.stage for c in cells}
         if unknown:
             raise SweepError(f"unknown stage(s) {sorted(unknown)}; stages of this sweep: {sorted({c.stage for c in cells})}")
         cells = [c for c in cells if c.stage in stages]
+    if select:
+        cells = select_cells(cells, select)
     report = SweepReport(str(cfg["experiment"]), profile)
     if jobs < 1:
         raise SweepError(f"jobs must be >= 1, got {jobs}")
@@ -1120,6 +1177,33 @@ def run_sweep(
     else:
         report.results = _run_local(cells, jobs, force, progress, report.experiment, policy, fresh)
     return report
+
+
+def select_cells(cells: Sequence[Cell], select: Mapping[str, Sequence[Any]]) -> list[Cell]:
+    """The cells whose grid matches ``select`` (``{axis: [values]}``, values compared as text),
+    with every cell they need, in the original (dependency) order.
+
+    An axis that no stage of the sweep has, or a selection that matches no cell, is a
+    :class:`SweepError` naming the valid axes and values.
+    """
+    wanted = {str(k): {str(v) for v in (vals if isinstance(vals, (list, tuple, set)) else [vals])} for k, vals in select.items()}
+    axes = {k for c in cells for k in c.grid}
+    unknown = sorted(set(wanted) - axes)
+    if unknown:
+        raise SweepError(f"unknown grid axis/axes {unknown} in the selection; axes of this sweep: {', '.join(sorted(axes))}")
+    chosen = {c.cell_id for c in cells if all(k not in c.grid or str(c.grid[k]) in v for k, v in wanted.items())
+              and any(k in c.grid for k in wanted)}
+    if not chosen:
+        values = {k: sorted({str(c.grid[k]) for c in cells if k in c.grid}) for k in wanted}
+        raise SweepError(f"no cell matches the selection {dict((k, sorted(v)) for k, v in wanted.items())}; values in this sweep: {values}")
+    by_id = {c.cell_id: c for c in cells}
+    todo = list(chosen)
+    while todo:  # the dependency closure
+        for dep in by_id[todo.pop()].deps:
+            if dep in by_id and dep not in chosen:
+                chosen.add(dep)
+                todo.append(dep)
+    return [c for c in cells if c.cell_id in chosen]
 
 
 def _announce_stale(cells: list[Cell], policy: str, force: bool) -> None:

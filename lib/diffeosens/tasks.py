@@ -98,6 +98,7 @@ def measure_twopoints(
     x, moved = twopoints_probes(run, n_probe, seed=probe_seed)
     noisy = x + matched_noise(x, moved, generator=torch.Generator().manual_seed(probe_seed + 2))
     kwargs.setdefault("init_bn", "batch" if state == "init" else "running")
+    kwargs.setdefault("batch_size", "auto")  # fits the device's memory at any P (the numbers do not depend on it)
     ds = measure_perturbed(net, x, {"D": moved, "G": noisy}, **kwargs)
     return _finish(ds, run, state, {"protocol": "twopoints", "perturbation": "one-pixel moves of each active pixel", "probe_seed": probe_seed})
 
@@ -117,5 +118,6 @@ def measure_scale1d(
     else:
         noise = matched_noise(x, moved, generator=g, sample_dims=2)
     kwargs.setdefault("init_bn", "batch" if state == "init" else "running")
+    kwargs.setdefault("batch_size", "auto")  # fits the device's memory at any P (the numbers do not depend on it)
     ds = measure_perturbed(net, x, {"D": moved, "G": x + noise}, channel_mean=protocol == "1d", **kwargs)
     return _finish(ds, run, state, {"protocol": protocol, "perturbation": "±1 moves within the block", "probe_seed": probe_seed})

@@ -55,12 +55,14 @@ __all__ = [
     "Loaders",
     "Recipe",
     "TrainResult",
+    "TrainingSpec",
     "UnverifiedCheckpointWarning",
     "build_model",
     "check_checkpoint",
     "digest_path",
     "fit",
     "get_recipe",
+    "training_spec",
     "load_checkpoint",
     "lr_at",
     "warmup_factor",
@@ -675,6 +677,56 @@ def build_model(arch: str, *, seed: int = 0, dataset: str = "cifar10", recipe: s
         return models.build(arch, num_classes=classes, in_channels=channels, **options)
 
 
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What :func:`train_network` will train: the recipe (with the profile's departures and the
+    overrides applied), epochs (for ``scale1d``: the most, the run stops at its interpolation rule),
+    training/test set sizes (``None``: the whole split), width factor and model options."""
+
+    recipe: Recipe
+    epochs: int
+    n_train: int | None
+    n_test: int | None
+    width_factor: float
+    model_options: dict[str, Any]
+
+
+def training_spec(
+    arch: str,
+    *,
+    dataset: str = "cifar10",
+    recipe: str | Recipe = "cifar",
+    profile: str = "quick",
+    activation: str | None = None,
+    epochs: int | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    width_factor: float | None = None,
+    model_options: dict[str, Any] | None = None,
+    recipe_overrides: dict[str, Any] | None = None,
+) -> TrainingSpec:
+    """The :class:`TrainingSpec` of a :func:`train_network` call (the same arguments), without training:
+    the one place where a profile's sizes and recipe departures meet the explicit arguments (the
+    cost plan, :mod:`diffeosens.plan`, reads it too)."""
+    from . import profiles
+
+    if recipe == "auto":  # the paper's choice per family: Adam for the fully connected nets
+        recipe = "fcn" if arch.startswith("DenseNet") else {"twopoints": "scale2d", "scale1d": "scale1d"}.get(dataset, "cifar")
+    rec = get_recipe(recipe)
+    departures = profiles.recipe_departures(rec.name, profile)  # where the profile is not the paper's recipe
+    if departures or recipe_overrides:
+        rec = rec.with_(**{**departures, **dict(recipe_overrides or {})})
+    size = profiles.training(rec.name if rec.name in profiles.TRAINING else "cifar", profile, arch)
+    options = dict(model_options or {})
+    if size.width is not None and "width" not in options:
+        options["width"] = size.width
+    if activation is not None and activation != "default":  # "default": the family's own (ReLU; swish for EfficientNet)
+        options["activation"] = activation
+    return TrainingSpec(rec, epochs if epochs is not None else size.epochs, n_train if n_train is not None else size.n_train,
+                        n_test if n_test is not None else size.n_test,
+                        width_factor if width_factor is not None else size.width_factor, options)
+
+
 def train_network(
     arch: str,
     *,
@@ -708,24 +760,11 @@ def train_network(
     (:mod:`diffeosens.profiles`). The history's attributes record every choice. ``on_epoch`` is
     passed to :func:`fit` (an observer called after every epoch).
     """
-    from . import profiles
-
-    if recipe == "auto":  # the paper's choice per family: Adam for the fully connected nets
-        recipe = "fcn" if arch.startswith("DenseNet") else {"twopoints": "scale2d", "scale1d": "scale1d"}.get(dataset, "cifar")
-    rec = get_recipe(recipe)
-    departures = profiles.recipe_departures(rec.name, profile)  # where the profile is not the paper's recipe
-    if departures or recipe_overrides:
-        rec = rec.with_(**{**departures, **dict(recipe_overrides or {})})
-    size = profiles.training(rec.name if rec.name in profiles.TRAINING else "cifar", profile, arch)
-    epochs = epochs if epochs is not None else size.epochs
-    n_train = n_train if n_train is not None else size.n_train
-    n_test = n_test if n_test is not None else size.n_test
-    width_factor = width_factor if width_factor is not None else size.width_factor
-    options = dict(model_options or {})
-    if size.width is not None and "width" not in options:
-        options["width"] = size.width
-    if activation is not None and activation != "default":  # "default": the family's own (ReLU; swish for EfficientNet)
-        options["activation"] = activation
+    spec = training_spec(arch, dataset=dataset, recipe=recipe, profile=profile, activation=activation, epochs=epochs,
+                         n_train=n_train, n_test=n_test, width_factor=width_factor, model_options=model_options,
+                         recipe_overrides=recipe_overrides)
+    rec, epochs, n_train, n_test, width_factor, options = (spec.recipe, spec.epochs, spec.n_train, spec.n_test,
+                                                           spec.width_factor, spec.model_options)
     model = build_model(arch, seed=seed, dataset=dataset, recipe=rec, width_factor=width_factor, **options)
     loaders = make_loaders(dataset, n_train=n_train, n_test=n_test, batch_size=rec.batch_size, augment=rec.augment and dataset == "cifar10",
                            train_noise=train_noise, seed=seed, device=device, root=root, **(task or {}))

@@ -35,6 +35,7 @@ from ..models.kinds import BATCH_NORMALIZATIONS
 from ..validation import check_choice, check_flag, check_float_tensor, check_images, check_module, check_positive_int, check_seed
 from .capture import INIT_BN, Probe, ProbeSetNorm, build_probe, check_probe_images, resolve_device
 from .estimators import ESTIMATORS, MEDIANS, Accumulator, apply_off_diagonal
+from .memory import auto_batch_size
 from .schema import result_attrs, to_dataset
 
 __all__ = ["measure", "measure_perturbed"]
@@ -61,13 +62,31 @@ def _common_checks(model: Any, estimator: str, init_bn: str, compute_dtype: torc
             check_positive_int(n_boot, "n_boot (bootstrap resamples)", minimum=2))
 
 
-def _device_and_batch(model: nn.Module, images: Tensor, device: Any, batch_size: int | None, init_bn: str) -> tuple[torch.device, int]:
-    """The device to run on, and the batch size (default: one full batch with batch-statistics BN)."""
+def _device_and_batch(model: nn.Module, images: Tensor, device: Any, batch_size: int | str | None, init_bn: str) -> tuple[torch.device, int | str]:
+    """The device to run on, and the batch size (default: one full batch with batch-statistics BN;
+    ``"auto"`` is resolved by :func:`_resolve_batch` once the probe exists)."""
     dev = resolve_device(model, images, device)
     P = images.shape[0]
     if batch_size is None:
         batch_size = P if init_bn == "batch" else min(P, 128)
-    return dev, check_positive_int(batch_size, "batch_size")
+    if isinstance(batch_size, str):
+        if batch_size != "auto":
+            raise ValueError(f"batch_size must be a positive integer, None or 'auto', got {batch_size!r}")
+        return dev, batch_size
+    return dev, check_positive_int(batch_size, "batch_size (a positive integer, None or 'auto')")
+
+
+def _resolve_batch(batch_size: int | str, probe: Probe, images: Tensor, dev: torch.device, compute_dtype: torch.dtype,
+                   memory_budget: int | None, estimator: str, stored_copies: int) -> tuple[int, dict[str, int] | None]:
+    """``batch_size="auto"``: the largest batch that fits ``memory_budget`` (:mod:`.memory`);
+    returns the batch size and the memory plan to record (``None`` for an explicit batch size)."""
+    if memory_budget is not None and batch_size != "auto":
+        raise ValueError("memory_budget applies to batch_size='auto' only; give one or the other")
+    if batch_size != "auto":
+        return int(batch_size), None
+    plan = auto_batch_size(probe, images[:2].to(dev, compute_dtype), images.shape[0], budget=memory_budget, device=dev,
+                           estimator=estimator, stored_copies=stored_copies)
+    return plan["batch_size"], dict(plan)
 
 
 def _whole_set_norm(probe: Probe, images: Tensor, P: int, batch_size: int, init_bn: str, dev: torch.device,
@@ -111,7 +130,8 @@ def measure(
     n_draws: int = 1,
     estimator: str = "mean",
     median: str = "lower",
-    batch_size: int | None = None,
+    batch_size: int | str | None = None,
+    memory_budget: int | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
     compute_dtype: torch.dtype = torch.float32,
@@ -145,8 +165,12 @@ def measure(
             value, as ``torch.median`` in the reference code) or ``"average"`` (the mean of the
             two middle values; about 1 % apart on D and G at P = 500).
         batch_size: images per forward (default ``min(P, 128)``; with ``init_bn="batch"`` the
-            default is ``P``, one full batch per input kind, as in the reference). The result does
-            not depend on it, with either ``init_bn``.
+            default is ``P``, one full batch per input kind, as in the reference), or ``"auto"``:
+            the largest that fits ``memory_budget`` (:mod:`.memory`; recorded in the ``memory``
+            entry of the parameters attribute). The result does not depend on it, with either
+            ``init_bn``.
+        memory_budget: bytes a ``batch_size="auto"`` measurement may use (default half of the
+            memory available on the device, :func:`~.memory.available_memory`).
         seed: the seed of the counter-based streams (:mod:`diffeosens.streams`): image :math:`n`
             in draw :math:`k` gets ``sample_coefficients(..., seed=seed, start=n, draw=k)`` and
             the noise direction of item :math:`n` of stream ``("noise", k)``, whatever the
@@ -188,6 +212,8 @@ def measure(
     temps, cut_b = [T for T, _ in resolved], resolved[0][1]
 
     chosen, probe = build_probe(model, images, layers, dev, compute_dtype, init_bn)
+    batch_size, memory = _resolve_batch(batch_size, probe, images, dev, compute_dtype, memory_budget, estimator,
+                                        stored_copies=1 + 2 * len(deltas) * n_draws)
     names = [f"{kind}{i}" for i in range(len(deltas)) for kind in ("D", "G")]
     acc = Accumulator([l.name for l in chosen], names, P, estimator, min(n_jackknife, P), n_draws=n_draws, median=median)
 
@@ -230,7 +256,7 @@ def measure(
     stacked = {k: np.stack([v[k] for v in per_delta]) for k in per_delta[0]}
     T_list = [float(T) for T in temps]
     params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), delta=deltas, cut=cut, T=T_list,
-                  interp=interp, n_draws=n_draws, estimator=estimator, median=median, batch_size=batch_size, seed=seed,
+                  interp=interp, n_draws=n_draws, estimator=estimator, median=median, batch_size=batch_size, memory=memory, seed=seed,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
                   n_jackknife=min(n_jackknife, P), n_boot=n_boot, P=P, image_shape=[C, H, W], capture=probe.method,
                   bn_statistics=_bn_statistics(init_bn, norm))
@@ -280,7 +306,8 @@ def measure_perturbed(
     ratio: tuple[str, str] | None = None,
     estimator: str = "mean",
     median: str = "lower",
-    batch_size: int | None = None,
+    batch_size: int | str | None = None,
+    memory_budget: int | None = None,
     device: torch.device | str | None = None,
     compute_dtype: torch.dtype = torch.float32,
     init_bn: str = "running",
@@ -301,7 +328,8 @@ def measure_perturbed(
         ratio: ``(a, b)`` adds ``R = num_a / num_b``; by default ``("D", "G")`` when both exist.
         channel_mean: average every representation over its channel axis (dimension 1) before
             flattening: the purely spatial measure of the 1D experiments (methods §4.10).
-        Other arguments as in :func:`measure` (``seed`` only seeds the median bootstrap).
+        Other arguments as in :func:`measure` (``seed`` only seeds the median bootstrap;
+        ``batch_size="auto"`` and ``memory_budget`` too).
 
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     >>> x = torch.randn(10, 1, 3, 4)
@@ -330,6 +358,8 @@ def measure_perturbed(
     P = clean.shape[0]
     dev, batch_size = _device_and_batch(model, clean, device, batch_size, init_bn)
     chosen, probe = build_probe(model, clean, layers, dev, compute_dtype, init_bn, channel_mean=channel_mean)
+    batch_size, memory = _resolve_batch(batch_size, probe, clean, dev, compute_dtype, memory_budget, estimator,
+                                        stored_copies=1 + len(perturbed))
     names = list(perturbed)
     acc = Accumulator([l.name for l in chosen], names, P, estimator, min(n_jackknife, P), median=median)
 
@@ -352,7 +382,7 @@ def measure_perturbed(
     if off_diagonal:
         apply_off_diagonal(values, P)
     params = dict(layers=layers if layers is None or isinstance(layers, str) else list(layers), perturbations=names,
-                  ratio=list(ratio) if ratio else None, estimator=estimator, median=median, batch_size=batch_size,
+                  ratio=list(ratio) if ratio else None, estimator=estimator, median=median, batch_size=batch_size, memory=memory,
                   compute_dtype=str(compute_dtype).replace("torch.", ""), init_bn=init_bn, off_diagonal=off_diagonal,
                   n_jackknife=min(n_jackknife, P), P=P, capture=probe.method, seed=seed, channel_mean=channel_mean,
                   bn_statistics=_bn_statistics(init_bn, norm))

@@ -1,0 +1,213 @@
+"""The paper profile made safe to start: its dry run, its cost plan, measurement memory bounds.
+
+The dry run (the ``dry`` profile) must run the paper's grid, not a smaller one; a few paper-only
+code paths (cells no other profile runs) are executed here through the real notebooks; the plan's
+prices are checked against its formula with injected unit costs; ``batch_size="auto"`` against an
+explicit batch size (identical results) and against its budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import xarray as xr
+
+from diffeosens import plan as plan_mod
+from diffeosens import profiles
+from diffeosens.sensitivity import measure
+from diffeosens.sensitivity.memory import auto_batch_size
+from diffeosens.sweep import BOOK_EXPERIMENTS, SweepError, book_configs, load_sweep, run_sweep, select_cells
+from diffeosens.train import build_model, training_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# the dry profile is the paper's grid
+# ------------------------------------------------------------------------------------------------
+
+
+def _axes(cells, drop=("seed",)):
+    return {(c.stage, k, json.dumps(v, sort_keys=True, default=str)) for c in cells for k, v in c.grid.items() if k not in drop}
+
+
+@pytest.mark.parametrize("config", book_configs(), ids=lambda p: p.stem)
+def test_dry_run_covers_every_paper_grid_value_but_seeds(config, tmp_path):
+    _, paper = load_sweep(config, profile="paper", root=tmp_path)
+    _, dry = load_sweep(config, profile="dry", root=tmp_path)
+    assert _axes(dry) == _axes(paper)  # every architecture, activation, noise level, task, variant, delta, state
+    paper_seeds = sorted({c.grid["seed"] for c in paper if "seed" in c.grid})
+    dry_seeds = sorted({c.grid["seed"] for c in dry if "seed" in c.grid})
+    assert dry_seeds == paper_seeds[: profiles.DRY_SEEDS]
+    per_seed = len(paper) / max(len(paper_seeds), 1)
+    assert len(dry) == (round(per_seed * len(dry_seeds)) if paper_seeds else len(paper))
+    for c in dry:
+        if Path(c.notebook).stem == "train":
+            assert c.params["profile"] == "dry"
+        assert "/dry/" in c.out_dir + "/"
+
+
+def test_dry_sizes_are_tiny_and_keep_the_paper_recipes():
+    for recipe in profiles.TRAINING:
+        dry, paper = profiles.training(recipe, "dry"), profiles.training(recipe, "paper")
+        assert dry.epochs < paper.epochs and dry.n_train is not None and dry.n_train <= 256
+        assert profiles.recipe_departures(recipe, "dry") == profiles.recipe_departures(recipe, "paper") == {}
+    spec = training_spec("VGG11bn", dataset="cifar10", recipe="auto", profile="dry", activation="tanh")
+    assert spec.recipe.name == "cifar" and spec.model_options == {"activation": "tanh"} and spec.epochs == 1
+    assert profiles.grid_profile("dry") == "paper" and profiles.grid_profile("quick") == "quick"
+
+
+def test_makefile_runs_the_book_experiments_in_order():
+    line = next(l for l in (REPO / "Makefile").read_text().splitlines() if l.startswith("EXPERIMENTS ?="))
+    assert tuple(line.split("=", 1)[1].split()) == BOOK_EXPERIMENTS
+
+
+def test_select_cells_keeps_what_the_selection_needs(tmp_path):
+    _, cells = load_sweep(REPO / "configs" / "noisy.yaml", profile="dry", root=tmp_path)
+    chosen = select_cells(cells, {"arch": ["LeNet"], "train_noise": ["0.01", "30.0"], "seed": [0]})
+    stages = sorted(c.stage for c in chosen)
+    assert stages == ["output"] * 4 + ["train"] * 2  # init and trained at two levels, and their two trainings
+    ids = {c.cell_id for c in chosen}
+    assert all(set(c.deps) <= ids for c in chosen)
+    with pytest.raises(SweepError, match="unknown grid axis.*axes of this sweep: arch"):
+        select_cells(cells, {"model": ["LeNet"]})
+    with pytest.raises(SweepError, match="no cell matches.*values in this sweep"):
+        select_cells(cells, {"arch": ["ResNet1000"]})
+
+
+def test_cli_dry_run_goes_with_the_paper_profile_only(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "diffeosens", "sweep", str(REPO / "configs" / "theory.yaml"), "--dry-run",
+                        "--profile", "quick", "--root", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "--dry-run" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "-m", "diffeosens", "sweep", str(REPO / "configs" / "theory.yaml"), "--select", "depth",
+                        "--root", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "axis=value" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# paper-only code paths through the real notebooks, at the dry profile's sizes
+# ------------------------------------------------------------------------------------------------
+
+PAPER_ONLY = [
+    ("activations", {"arch": ["VGG11bn"], "activation": ["tanh"], "seed": [0], "state": ["trained"]}),
+    ("scale2d", {"arch": ["ResNet50"], "seed": [0], "state": ["trained"], "variant": ["original"]}),
+    ("scale1d", {"stride": [1], "activation": ["relu"], "seed": [1], "state": ["trained"], "protocol": ["1d"]}),
+    ("noisy", {"arch": ["LeNet"], "train_noise": ["0.01", "30.0"], "seed": [0], "state": ["trained"]}),
+]
+
+
+@pytest.mark.parametrize("experiment,select", PAPER_ONLY, ids=[e for e, _ in PAPER_ONLY])
+def test_paper_only_cells_run_in_the_dry_profile(experiment, select, tmp_path):
+    _, quick = load_sweep(REPO / "configs" / f"{experiment}.yaml", profile="quick", root=tmp_path)
+    in_quick = {(k, str(c.grid[k])) for c in quick for k in select if k in c.grid}
+    only_paper = [(k, v) for k, vs in select.items() for v in vs if (k, v) not in in_quick]
+    assert only_paper, "the selection must hold a grid value that only the paper profile has"
+    report = run_sweep(REPO / "configs" / f"{experiment}.yaml", profile="dry", root=tmp_path, select=select, progress="none")
+    assert report.ok, report.summary()
+    ran = report.by_status("ran")
+    assert ran and all(r.status == "ran" for r in report.results)
+    for nc in (tmp_path / "dry" / experiment).glob("*.nc"):
+        ds = xr.open_dataset(nc, engine="netcdf4")
+        assert all(bool(ds[v].notnull().all()) for v in ("D", "G") if v in ds), nc
+
+
+def test_resnet50_at_p500_in_float64_fits_a_budget():
+    """P = 500 probe images in float64 through ResNet50 (reduced width: the code path, not the
+    paper's cost) with a memory budget that forces several mini-batches and BN statistics of the
+    whole probe set: the batch size is chosen, recorded, and the result is finite."""
+    net = build_model("ResNet50", seed=0, dataset="cifar10", recipe="cifar", width_factor=0.125)
+    x = torch.randn(500, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    budget = 96 * 2**20
+    ds = measure(net, x, layers="output", compute_dtype=torch.float64, init_bn="batch", batch_size="auto", memory_budget=budget)
+    plan = json.loads(ds.attrs["memory"]) if isinstance(ds.attrs["memory"], str) else ds.attrs["memory"]
+    assert 1 <= plan["batch_size"] < 500 and ds.attrs["batch_size"] == plan["batch_size"]
+    assert plan["estimated_peak_bytes"] <= budget and plan["budget_bytes"] == budget
+    assert ds.attrs["compute_dtype"] == "float64" and ds.attrs["P"] == 500
+    assert math.isfinite(float(ds.D.squeeze())) and math.isfinite(float(ds.G.squeeze()))
+
+
+# ------------------------------------------------------------------------------------------------
+# batch_size="auto"
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("init_bn", ["running", "batch"])
+def test_auto_batch_size_changes_memory_not_numbers(init_bn):
+    net = build_model("VGG11bn", seed=0, dataset="cifar10", recipe="cifar", width_factor=0.125)
+    x = torch.randn(23, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    whole = measure(net, x, init_bn=init_bn, compute_dtype=torch.float64, batch_size=23)
+    auto = measure(net, x, init_bn=init_bn, compute_dtype=torch.float64, batch_size="auto", memory_budget=12 * 2**20)
+    plan = json.loads(auto.attrs["memory"])
+    assert 1 < plan["batch_size"] < 23  # several batches: the budget binds
+    assert plan["batch_size"] == (12 * 2**20 - plan["fixed_bytes"]) // plan["bytes_per_image"]
+    for v in ("D", "G", "R"):
+        torch.testing.assert_close(torch.from_numpy(auto[v].values), torch.from_numpy(whole[v].values), rtol=1e-10, atol=0)
+
+
+def test_auto_batch_size_bounds_and_errors():
+    from diffeosens.sensitivity.capture import build_probe
+
+    net = build_model("VGG11", seed=0, dataset="cifar10", recipe="cifar", width_factor=0.125)
+    x = torch.randn(8, 3, 32, 32)
+    _, probe = build_probe(net, x, "all", torch.device("cpu"), torch.float64, "running")
+    plan = auto_batch_size(probe, x[:2].double(), 10_000, budget=2**30)
+    assert plan["estimated_peak_bytes"] <= 2**30 < plan["estimated_peak_bytes"] + plan["bytes_per_image"]
+    # the probed representations: one float64 number per unit of every probe point, kept clean and perturbed
+    units = sum(t.shape[1] for t in probe(x[:1].double()).values())
+    assert plan["bytes_per_image"] >= 2 * 8 * units
+    with pytest.raises(MemoryError, match="one image needs about .* more than the memory budget"):
+        auto_batch_size(probe, x[:2].double(), 10, budget=1000)
+    with pytest.raises(MemoryError, match="median estimator stores .* use estimator='mean'"):
+        auto_batch_size(probe, x[:2].double(), 10**6, budget=2**30, estimator="median")
+    with pytest.raises(ValueError, match="memory_budget applies to batch_size='auto' only"):
+        measure(net, x, batch_size=4, memory_budget=2**20)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, None or 'auto'"):
+        measure(net, x, batch_size="big")
+
+
+# ------------------------------------------------------------------------------------------------
+# the plan
+# ------------------------------------------------------------------------------------------------
+
+
+def test_plan_prices_each_cell_by_its_formula(tmp_path, monkeypatch):
+    a, b, m = 1e-3, 2e-4, 5e-2  # seconds per image: SGD step, evaluation, measurement at one delta
+    timed = []
+    monkeypatch.setattr(plan_mod, "time_training", lambda key, device: timed.append(key) or
+                        {"step_per_image": a, "eval_per_image": b, "params": 1000.0})
+    monkeypatch.setattr(plan_mod, "time_measurement", lambda key, device: timed.append(key) or {"measure_per_image": m})
+    configs = [REPO / "configs" / "layers.yaml", REPO / "configs" / "architectures.yaml"]
+    plan = plan_mod.plan_profile(configs, "smoke", root=tmp_path, progress=False)
+    size = profiles.training("cifar", "smoke")
+    n_probe = profiles.experiment_sizes("layers", "smoke")["n_probe"]
+    trainings = [c for c in plan.cells if c.kind == "training"]
+    vgg = next(c for c in trainings if c.experiment == "layers")
+    assert vgg.seconds == pytest.approx(plan_mod.CELL_OVERHEAD_S + size.epochs * (size.n_train * a + size.n_test * b))
+    assert vgg.disk_bytes == pytest.approx(16 * 1000 + plan_mod.RESULT_BYTES["train"])
+    meas = next(c for c in plan.cells if c.kind == "measurement" and c.experiment == "layers")
+    _, cells = load_sweep(configs[0], profile="smoke", root=tmp_path)
+    n_delta = len(next(c for c in cells if c.stage == meas.stage).params["deltas"])
+    # a clean, a deformed and a noisy forward per delta: (1 + 2 n_delta) / 3 times the one-delta cost
+    assert meas.seconds == pytest.approx(plan_mod.CELL_OVERHEAD_S + n_probe * m * (1 + 2 * n_delta) / 3)
+    reused = [c for c in trainings if c.reused]
+    assert reused and all(c.experiment == "architectures" for c in reused)  # layers' nets are reused by architectures
+    rows = {r["experiment"]: r for r in plan.rows()}
+    assert rows["total"]["trainings"] == len(trainings) - len(reused)
+    assert rows["total"]["hours"] == pytest.approx(sum(c.seconds for c in plan.cells if not c.reused) / 3600)
+    assert "| **total** |" in plan.table() and "measured on this device" in plan.table()
+    # the unit costs are cached: a second plan times nothing
+    n = len(timed)
+    plan_mod.plan_profile(configs, "smoke", root=tmp_path, progress=False)
+    assert len(timed) == n
+
+
+def test_plan_without_measured_costs_is_marked_estimated(tmp_path):
+    plan = plan_mod.plan_profile([REPO / "configs" / "layers.yaml"], "smoke", root=tmp_path, measure=False, progress=False)
+    assert not plan.measured and "ESTIMATED from FLOPs" in plan.table()
+    assert all(c.seconds > plan_mod.CELL_OVERHEAD_S for c in plan.cells if c.kind != "other")
