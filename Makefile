@@ -1,10 +1,11 @@
 # diffeosens: two commands do all set-up on a fresh machine (a clean clone with ../shared beside it).
 #   make test   set-up (.venv, pinned requirements, editable package, book assets, chromium), then pytest
-#   make book   set-up, the quick-profile sweeps, then the Jupyter Book (prints the path of the HTML)
+#   make book   set-up, the laptop-profile sweeps (~2 h on 2 cores; PROFILE=quick: a ~40-min preview), then the
+#               Jupyter Book (prints the path of the HTML)
 #   make lock   re-resolve requirements.txt / requirements-test.txt into the hashed .lock files
 #   make dry-run   the paper grid at tiny sizes, then its book (checks the paper profile before a GPU run)
 #   make plan      what the paper profile costs on this machine (cells, hours, disk)
-# Variables: PROFILE (smoke|quick|paper|dry, default quick), JOBS (cells in parallel), PYTHON (>= 3.11),
+# Variables: PROFILE (smoke|quick|laptop|paper|dry, default laptop: diffeosens.profiles.DEFAULT), JOBS (cells in parallel), PYTHON (>= 3.11),
 #   TORCH_INDEX (a pip index for torch, e.g. https://download.pytorch.org/whl/cpu for CPU-only wheels),
 #   PORT (make serve).
 # Environment: requirements.txt holds the exact pins of the direct dependencies (edited by hand),
@@ -32,7 +33,7 @@ LOCK_FLAGS ?=
 UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
   --default-index https://pypi.org/simple --custom-compile-command 'make lock' $(LOCK_FLAGS)
 VENDOR := book/_static/vendor/.stamp
-PROFILE ?= quick
+PROFILE ?= laptop
 JOBS ?= 1
 # Sweeps of the book, in the order the chapters appear (later chapters reuse earlier training runs).
 EXPERIMENTS ?= perturbations layers architectures noisy pooling spectra activations custom scale2d scale1d theory

@@ -503,7 +503,9 @@ def test_deciding_table_covers_every_claim():
     for cid, d in claims.DECIDING.items():
         assert all(isinstance(x, str) and x.strip() for x in (d.trend, d.config, d.cost, d.source)), cid
         assert d.pending == tuple(f for f in ("trend", "config", "cost", "source") if "to be measured" in getattr(d, f).lower())
-    assert claims.DECIDING["C9"].pending == () and "config" in claims.DECIDING["C4"].pending
+    assert claims.DECIDING["C9"].pending == () and claims.DECIDING["C4"].pending == ()  # C4: measured (250 epochs)
+    waiting = claims.Deciding("G_out falls", "candidate, to be measured: 250 epochs", "≈ 85 min (estimated)", "docs/regimes.md")
+    assert waiting.pending == ("config",)
 
 
 def test_deciding_sources_point_at_existing_sections():

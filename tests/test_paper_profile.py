@@ -63,9 +63,11 @@ def test_dry_sizes_are_tiny_and_keep_the_paper_recipes():
     assert profiles.grid_profile("dry") == "paper" and profiles.grid_profile("quick") == "quick"
 
 
-def test_makefile_runs_the_book_experiments_in_order():
-    line = next(l for l in (REPO / "Makefile").read_text().splitlines() if l.startswith("EXPERIMENTS ?="))
+def test_makefile_runs_the_book_experiments_in_order_at_the_default_profile():
+    lines = (REPO / "Makefile").read_text().splitlines()
+    line = next(l for l in lines if l.startswith("EXPERIMENTS ?="))
     assert tuple(line.split("=", 1)[1].split()) == BOOK_EXPERIMENTS
+    assert next(l for l in lines if l.startswith("PROFILE ?=")).split("=", 1)[1].strip() == profiles.DEFAULT
 
 
 def test_select_cells_keeps_what_the_selection_needs(tmp_path):
@@ -161,7 +163,11 @@ def test_auto_batch_size_bounds_and_errors():
     # the probed representations: one float64 number per unit of every probe point, kept clean and perturbed
     units = sum(t.shape[1] for t in probe(x[:1].double()).values())
     assert plan["bytes_per_image"] >= 2 * 8 * units
+    params = sum(t.numel() * 8 for t in (*probe.module.parameters(), *probe.module.buffers()))
+    assert plan["fixed_bytes"] == params  # the float64 copy of the model
     with pytest.raises(MemoryError, match="one image needs about .* more than the memory budget"):
+        auto_batch_size(probe, x[:2].double(), 10, budget=params + plan["bytes_per_image"] // 2)
+    with pytest.raises(MemoryError, match="the model alone takes"):
         auto_batch_size(probe, x[:2].double(), 10, budget=1000)
     with pytest.raises(MemoryError, match="median estimator stores .* use estimator='mean'"):
         auto_batch_size(probe, x[:2].double(), 10**6, budget=2**30, estimator="median")

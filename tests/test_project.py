@@ -201,20 +201,20 @@ def test_workflow_installs_torch_once_as_cpu_wheels():
             assert "TORCH_INDEX=" not in run, (name, run)
 
 
-def test_workflow_publishes_only_quick_or_paper():
+def test_workflow_publishes_only_real_profiles():
     wf = _workflow()
     jobs = wf["jobs"]
     on = wf.get("on", wf.get(True))
-    assert set(on["workflow_dispatch"]["inputs"]["profile"]["options"]) <= {"quick", "paper"}
+    assert set(on["workflow_dispatch"]["inputs"]["profile"]["options"]) <= {"quick", "laptop", "paper"}
     uploads = [n for n, j in jobs.items() if any("upload-pages-artifact" in str(s.get("uses", "")) for s in _steps(j))]
     assert uploads == ["publish"]
     publish = jobs["publish"]
     profile = publish["env"]["PROFILE"]
-    assert "smoke" not in profile and set(re.findall(r"'([^']*)'", profile)) <= {"quick", "paper"}, profile
+    assert "smoke" not in profile and set(re.findall(r"'([^']*)'", profile)) <= {"quick", "laptop", "paper"}, profile
     assert "pull_request" not in publish["if"] and "push'" not in publish["if"]
     runs = [s.get("run", "") for s in _steps(publish)]
     guard = next(i for i, r in enumerate(runs) if "refusing to publish" in r)
-    assert "quick|paper)" in runs[guard] and "exit 1" in runs[guard]
+    assert "quick|laptop|paper)" in runs[guard] and "exit 1" in runs[guard]
     book = next(i for i, r in enumerate(runs) if r.startswith("make book"))
     assert guard < book and runs[book] == 'make book PROFILE="$PROFILE"'
     assert jobs["deploy"]["needs"] == "publish" and publish["needs"] == "test"

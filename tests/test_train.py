@@ -397,3 +397,31 @@ def test_trained_state_follows_the_recipes_checkpoint_selection(tmp_path):
     cifar = tmp_path / "cifar"
     train_network("LeNet", profile="smoke", epochs=1, n_train=128, n_test=64, out_dir=cifar, progress=False)
     assert TrainedRun(cifar).checkpoint("trained").name == "best.pt"
+
+
+def test_laptop_profile_trains_one_long_network_shared_by_three_chapters(tmp_path):
+    """The laptop profile: the quick grid and sizes, except one VGG11 trained on the paper's
+    250-epoch schedule, the one network of the layers, pooling and spectra sweeps (trained once)."""
+    from pathlib import Path
+
+    from diffeosens.sweep import BOOK_EXPERIMENTS, load_sweep
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    long_runs = set()
+    for experiment in BOOK_EXPERIMENTS:
+        _, quick = load_sweep(configs / f"{experiment}.yaml", profile="quick", root=tmp_path)
+        _, laptop = load_sweep(configs / f"{experiment}.yaml", profile="laptop", root=tmp_path)
+        trains = [c for c in laptop if c.shared]
+        if experiment in ("layers", "pooling", "spectra"):
+            assert {c.grid["arch"] for c in trains} == {"VGG11"} and all(c.params["epochs"] == 250 for c in trains)
+            long_runs |= {c.out_dir for c in trains}
+        else:  # the quick grid, sizes and training runs (named alike)
+            assert [c.grid for c in laptop] == [c.grid for c in quick]
+            assert [c.params.get("n_probe") for c in laptop] == [c.params.get("n_probe") for c in quick]
+            assert all(c.params.get("epochs") is None for c in trains)
+    assert len(long_runs) == 1  # one training, shared by the three chapters
+    from diffeosens.train import training_spec
+
+    spec = training_spec("VGG11", dataset="cifar10", recipe="auto", profile="laptop",
+                         epochs=profiles.experiment_sizes("layers", "laptop")["epochs"])
+    assert spec.epochs == 250 and spec.width_factor == 0.25 and spec.recipe.warmup_epochs == 1.0 and spec.n_train is None

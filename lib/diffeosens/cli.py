@@ -23,9 +23,12 @@ __all__ = ["main"]
 
 
 def _sweep_profile(args: argparse.Namespace) -> str:
-    """``--dry-run`` runs the ``dry`` profile: the paper's grid at tiny sizes (:mod:`diffeosens.profiles`)."""
+    """``--dry-run`` runs the ``dry`` profile: the paper's grid at tiny sizes (:mod:`diffeosens.profiles`);
+    otherwise ``--profile``, by default that of ``make book`` (``profiles.DEFAULT``)."""
+    from .profiles import DEFAULT
+
     if not getattr(args, "dry_run", False):
-        return args.profile or "quick"
+        return args.profile or DEFAULT
     if args.profile not in (None, "paper", "dry"):
         raise CLIError(f"--dry-run runs the paper profile's grid at tiny sizes; it goes with --profile paper (or none), not {args.profile!r}")
     return "dry"
@@ -206,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="run a sweep config (papermill notebooks over a grid)")
     s.add_argument("config", help="configs/<experiment>.yaml")
     s.add_argument("--profile", default=None, choices=list(PROFILES),
-                   help="run sizes (diffeosens profiles; default quick, or paper with --dry-run)")
+                   help="run sizes (diffeosens profiles; default that of make book, laptop; paper with --dry-run)")
     s.add_argument("--dry-run", action="store_true",
                    help="the paper profile's grid (every network, activation, noise level, task, variant, delta; its first two "
                         "seeds) at tiny sizes, into <root>/dry: finds a crash before a GPU or cluster run does")

@@ -27,7 +27,9 @@ QUANTITY_LABELS = {"D": "$D_k$ (diffeo)", "G": "$G_k$ (noise)", "R": "$R_k = D_k
 
 def book_context() -> tuple[str, Path]:
     """The profile and results root the book is built from (``DIFFEOSENS_PROFILE``, default quick)."""
-    return os.environ.get("DIFFEOSENS_PROFILE", "quick"), default_root()
+    from .profiles import DEFAULT
+
+    return os.environ.get("DIFFEOSENS_PROFILE", DEFAULT), default_root()
 
 
 def download_links(experiments: Sequence[str], *, profile: str, root: str | os.PathLike, book_dir: str | os.PathLike = ".") -> Any:

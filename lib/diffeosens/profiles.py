@@ -3,9 +3,14 @@
 Every experiment runs at one of these sizes:
 
 * ``smoke``: seconds per notebook, for CI and the test suite (numbers are meaningless);
-* ``quick``: the default of ``make book`` on a 2-core laptop CPU, the whole book in under 45
-  minutes: the paper's recipes on the whole training set but at reduced width and for few
+* ``quick``: a preview of the book on a 2-core laptop CPU (``make book PROFILE=quick``), the
+  whole book in under 45 minutes: the paper's recipes on the whole training set but at reduced width and for few
   epochs, fewer probe images (the regime study behind this choice: ``docs/regimes.md``);
+* ``laptop``: the quick profile plus one network trained on the paper's whole 250-epoch schedule
+  (VGG11, quarter width), the one network of the layers, pooling and filters chapters: its
+  low-learning-rate tail is where the noise sensitivity overtakes the initial one (claim C4,
+  ``docs/regimes.md``, *Trajectories per epoch*); about two hours on two cores; the default
+  (:data:`DEFAULT`) of ``make book``;
 * ``paper``: the paper's sizes (methods §7), for a GPU or a cluster;
 * ``dry``: the dry run of the paper profile: the *paper's grid* (every network, activation, noise
   level, task, variant and delta a sweep config lists for ``paper``, see :data:`GRID_OF`; the
@@ -28,11 +33,13 @@ gets its epochs, training set and widths from :func:`training` (the ``profile`` 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Iterable
 from typing import Any
 
 from .validation import check_choice
 
 __all__ = [
+    "DEFAULT",
     "EXPERIMENTS",
     "MEASUREMENT",
     "PROFILES",
@@ -51,22 +58,29 @@ __all__ = [
     "training",
 ]
 
-PROFILES = ("smoke", "quick", "paper", "dry")
+PROFILES = ("smoke", "quick", "laptop", "paper", "dry")
 
-#: The profile whose *grid* a profile runs (the variables a sweep config lists under
-#: ``profiles.<name>``: networks, activations, noise levels, tasks, ...); a profile not listed here
-#: runs its own. ``dry`` runs the paper's grid at its own (tiny) sizes.
-GRID_OF: dict[str, str] = {"dry": "paper"}
+#: The profile of ``make book``, of the book's pages (``DIFFEOSENS_PROFILE`` unset) and of the
+#: command line: ``laptop``, chosen by measurement (docs/regimes.md, *Trajectories per epoch*).
+DEFAULT = "laptop"
+
+#: The profile whose *grid* a profile runs where a sweep config lists none of its own (the variables
+#: a config lists under ``profiles.<name>``: networks, activations, noise levels, tasks, ...); a
+#: profile not listed here always runs its own. ``dry`` runs the paper's grid at its own (tiny)
+#: sizes; ``laptop`` runs the quick grid except in the configs that list a ``laptop`` grid (the
+#: experiments of its long-trained network).
+GRID_OF: dict[str, str] = {"dry": "paper", "laptop": "quick"}
 
 
-def grid_profile(profile: str) -> str:
-    """The profile whose sweep-config variables (the grid) ``profile`` runs.
+def grid_profile(profile: str, defined: Iterable[str] = ()) -> str:
+    """The profile whose sweep-config variables (the grid) ``profile`` runs, for a config that
+    defines grids for the profiles ``defined``.
 
-    >>> grid_profile("dry"), grid_profile("quick")
-    ('paper', 'quick')
+    >>> grid_profile("dry"), grid_profile("quick"), grid_profile("laptop"), grid_profile("laptop", ["quick", "laptop"])
+    ('paper', 'quick', 'quick', 'laptop')
     """
     check_choice(profile, PROFILES, "profile")
-    return GRID_OF.get(profile, profile)
+    return profile if profile in set(defined) or profile not in GRID_OF else GRID_OF[profile]
 
 
 @dataclass(frozen=True)
@@ -91,24 +105,28 @@ TRAINING: dict[str, dict[str, Size]] = {
         # the paper's recipe on the whole training set, compressed to 6 epochs (docs/regimes.md);
         # RECIPE_DEPARTURES adds a one-epoch lr warm-up
         "quick": Size(epochs=6, n_train=None, n_test=None, width_factor=0.25),
+        "laptop": Size(epochs=6, n_train=None, n_test=None, width_factor=0.25),  # and 250 epochs: EXPERIMENTS
         "paper": Size(epochs=250, n_train=None, n_test=None),
         "dry": Size(epochs=1, n_train=256, n_test=128, width_factor=0.125),
     },
     "fcn": {
         "smoke": Size(epochs=1, n_train=512, n_test=256),
         "quick": Size(epochs=6, n_train=None, n_test=None),
+        "laptop": Size(epochs=6, n_train=None, n_test=None),
         "paper": Size(epochs=250, n_train=None, n_test=None),
         "dry": Size(epochs=1, n_train=256, n_test=128),
     },
     "scale2d": {
         "smoke": Size(epochs=2, n_train=128, n_test=256, width_factor=0.125),
         "quick": Size(epochs=30, n_train=1024, n_test=2048, width_factor=0.25),
+        "laptop": Size(epochs=30, n_train=1024, n_test=2048, width_factor=0.25),
         "paper": Size(epochs=300, n_train=1024, n_test=4096),
         "dry": Size(epochs=1, n_train=64, n_test=64, width_factor=0.125),
     },
     "scale1d": {
         "smoke": Size(epochs=60, n_train=128, n_test=128, width=64),
         "quick": Size(epochs=800, n_train=256, n_test=128, width=64),
+        "laptop": Size(epochs=800, n_train=256, n_test=128, width=64),
         "paper": Size(epochs=600_000, n_train=512, n_test=128, width=1000),
         "dry": Size(epochs=4, n_train=64, n_test=32, width=1000),
     },
@@ -119,6 +137,7 @@ TRAINING: dict[str, dict[str, Size]] = {
 MEASUREMENT: dict[str, dict[str, int]] = {
     "smoke": {"n_probe": 16, "n_seeds": 1},
     "quick": {"n_probe": 200, "n_seeds": 1},
+    "laptop": {"n_probe": 200, "n_seeds": 1},
     "paper": {"n_probe": 500, "n_seeds": 4},
     # the first DRY_SEEDS of the paper's seeds (and of each experiment's seed departures, see measurement()), a few probes
     "dry": {"n_probe": 16, "n_seeds": 2},
@@ -135,14 +154,20 @@ DRY_SEEDS = 2
 #: :data:`MEASUREMENT`) and ``recipe_overrides`` (recipe fields of its training runs, e.g. how far
 #: past interpolation the scale1d nets train). The only place such a departure is written.
 EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
-    "architectures": {"quick": {"n_probe": 500}},
-    "noisy": {"quick": {"n_probe": 300}},
-    "scale2d": {"smoke": {"n_probe": 32}, "quick": {"n_probe": 300}, "paper": {"n_seeds": 10}, "dry": {"n_probe": 32}},
+    "architectures": {"quick": {"n_probe": 500}, "laptop": {"n_probe": 500}},
+    "noisy": {"quick": {"n_probe": 300}, "laptop": {"n_probe": 300}},
+    "scale2d": {"smoke": {"n_probe": 32}, "quick": {"n_probe": 300}, "laptop": {"n_probe": 300}, "paper": {"n_seeds": 10}, "dry": {"n_probe": 32}},
+    # the laptop profile's one long-trained network (the paper's 250-epoch schedule): the low-lr tail
+    # is where its noise sensitivity overtakes the initial one (C4; docs/regimes.md, trajectories)
+    "layers": {"laptop": {"epochs": 250}},
+    "pooling": {"laptop": {"epochs": 250}},
+    "spectra": {"laptop": {"epochs": 250}},
     # the 1D task's probe set is the paper's 812 test points; the quick nets train 30x past
     # interpolation: the C9 slopes need it (docs/regimes.md); the paper's seeds are 1-10
     "scale1d": {
         "smoke": {"n_probe": 64, "recipe_overrides": {"monitor_every": 5, "interpolation_factor": 2}},
         "quick": {"n_probe": 400, "recipe_overrides": {"monitor_every": 10, "interpolation_factor": 30}},
+        "laptop": {"n_probe": 400, "recipe_overrides": {"monitor_every": 10, "interpolation_factor": 30}},
         "paper": {"n_probe": 812, "n_seeds": 10, "first_seed": 1},
         "dry": {"n_probe": 32},
     },
@@ -157,17 +182,17 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
 #: start, 6 cannot. With the warm-up the burst comes at a lower lr and every seed tried trains; from
 #: epoch 2 on the schedule is the paper's (docs/regimes.md, "The collapse of VGG11").
 RECIPE_DEPARTURES: dict[str, dict[str, dict[str, Any]]] = {
-    "cifar": {"quick": {"warmup_epochs": 1.0}},
+    "cifar": {"quick": {"warmup_epochs": 1.0}, "laptop": {"warmup_epochs": 1.0}},
 }
 
 #: The sizes a sweep config refers to (``${n_probe}``, ...), filled in by :func:`experiment_sizes`.
-SWEEP_SIZES = ("n_probe", "seeds", "recipe_overrides")
+SWEEP_SIZES = ("n_probe", "seeds", "recipe_overrides", "epochs")
 
 #: Every name of a size set in this module: a sweep config or a notebook's parameters cell must not
 #: give any of them a value of its own.
 SIZE_NAMES = frozenset({*SWEEP_SIZES, "n_seeds", "first_seed", *(f.name for f in fields(Size))})
 
-_EXPERIMENT_KEYS = ("n_probe", "n_seeds", "first_seed", "recipe_overrides")
+_EXPERIMENT_KEYS = ("n_probe", "n_seeds", "first_seed", "recipe_overrides", "epochs")
 
 
 #: Networks that are small at full width (below ~0.3 M parameters): reduced profiles keep their
@@ -204,7 +229,7 @@ def measurement(profile: str, experiment: str | None = None) -> dict[str, int]:
     """
     check_choice(profile, PROFILES, "profile")
     out = dict(MEASUREMENT[profile])
-    if profile in GRID_OF:  # a dry run takes the first seeds of the grid it runs (e.g. seeds 1, 2 of the paper's 1-10 for scale1d)
+    if profile == "dry":  # a dry run takes the first seeds of the grid it runs (e.g. seeds 1, 2 of the paper's 1-10 for scale1d)
         seeds = measurement(GRID_OF[profile], experiment)
         out.update({"first_seed": seeds.get("first_seed", 0), "n_seeds": min(seeds["n_seeds"], DRY_SEEDS)})
     extra = EXPERIMENTS.get(experiment, {}).get(profile, {}) if experiment is not None else {}
@@ -214,18 +239,23 @@ def measurement(profile: str, experiment: str | None = None) -> dict[str, int]:
 
 def experiment_sizes(experiment: str, profile: str) -> dict[str, Any]:
     """The sizes a sweep of ``experiment`` at ``profile`` refers to: ``n_probe``, ``seeds`` (the list
-    of seeds) and ``recipe_overrides`` (``{}`` unless :data:`EXPERIMENTS` sets some).
+    of seeds), ``recipe_overrides`` (``{}`` unless :data:`EXPERIMENTS` sets some; a dry run keeps
+    the paper's) and ``epochs`` of its training runs (``None``: the profile's, :data:`TRAINING`).
 
     >>> experiment_sizes("layers", "paper")
-    {'n_probe': 500, 'seeds': [0, 1, 2, 3], 'recipe_overrides': {}}
+    {'n_probe': 500, 'seeds': [0, 1, 2, 3], 'recipe_overrides': {}, 'epochs': None}
+    >>> experiment_sizes("layers", "laptop")["epochs"], experiment_sizes("architectures", "laptop")["epochs"]
+    (250, None)
     >>> experiment_sizes("scale1d", "paper")["seeds"], experiment_sizes("scale1d", "dry")["seeds"]
     ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1, 2])
     """
     m = measurement(profile, experiment)
     first = m.get("first_seed", 0)
-    overrides = dict(EXPERIMENTS.get(experiment, {}).get(GRID_OF.get(profile, profile), {}).get("recipe_overrides", {}))
-    overrides.update(EXPERIMENTS.get(experiment, {}).get(profile, {}).get("recipe_overrides", {}))
-    return {"n_probe": m["n_probe"], "seeds": list(range(first, first + m["n_seeds"])), "recipe_overrides": dict(overrides)}
+    own = EXPERIMENTS.get(experiment, {}).get(profile, {})
+    overrides = dict(EXPERIMENTS.get(experiment, {}).get(GRID_OF[profile], {}).get("recipe_overrides", {})) if profile == "dry" else {}
+    overrides.update(own.get("recipe_overrides", {}))
+    return {"n_probe": m["n_probe"], "seeds": list(range(first, first + m["n_seeds"])), "recipe_overrides": overrides,
+            "epochs": own.get("epochs")}
 
 
 def _check_experiments() -> None:
@@ -241,8 +271,9 @@ _check_experiments()
 _WIDTH_WORDS = {1.0: "full-width", 0.5: "half-width", 0.25: "quarter-width", 0.125: "eighth-width"}
 
 
-def describe(recipe: str, profile: str) -> str:
-    """A sentence fragment that says what ``recipe`` trains at ``profile``, from :data:`TRAINING`.
+def describe(recipe: str, profile: str, experiment: str | None = None) -> str:
+    """A sentence fragment that says what ``recipe`` trains at ``profile``, from :data:`TRAINING`
+    (for ``experiment``: with its departures of :data:`EXPERIMENTS`, e.g. a longer training).
 
     The book's "the quick profile trains …" sentences are made by this function, so they cannot
     drift from the sizes actually run.
@@ -251,6 +282,8 @@ def describe(recipe: str, profile: str) -> str:
     'full-width networks trained for 250 epochs on all the training images'
     >>> describe("cifar", "quick").split(", ")[-1]
     "with a linear learning-rate warm-up over the first epoch (not the paper's)"
+    >>> describe("cifar", "laptop", "layers").split(" on ")[0]
+    'quarter-width networks (the small nets at full width) trained for 250 epochs'
     """
     check_choice(profile, PROFILES, "profile")
     check_choice(recipe, TRAINING, "recipe")
@@ -262,7 +295,8 @@ def describe(recipe: str, profile: str) -> str:
         what = f"{_WIDTH_WORDS.get(s.width_factor, f'width x{s.width_factor:g}')} networks"
         if s.width_factor != 1.0:
             what += " (the small nets at full width)"
-    epochs = f"{s.epochs:,} epoch{'s' if s.epochs != 1 else ''}"
+    n_epochs = (experiment_sizes(experiment, profile)["epochs"] if experiment is not None else None) or s.epochs
+    epochs = f"{n_epochs:,} epoch{'s' if n_epochs != 1 else ''}"
     epochs = f"at most {epochs}" if recipe == "scale1d" else epochs
     extra = ""
     for key, value in recipe_departures(recipe, profile).items():

@@ -56,7 +56,10 @@ Guarantees:
 * **current**: results computed by older code are not silently reused (see *Stale results*);
 * **resumable**: outputs are written atomically (temporary file + rename) and a cell counts as
   done only when all its outputs validate and its record says it finished, so after ``kill -9`` a
-  re-run executes exactly the missing cells (training cells resume from their last checkpoint);
+  re-run executes exactly the missing cells (training cells resume from their last checkpoint,
+  whose SHA-256 is verified; a cell with a result or checkpoint that does not validate starts
+  from scratch, and temporary files a killed write left are deleted), on any node that shares
+  the results folder (tested with two Dask workers killed mid-sweep, ``tests/test_sweep_cluster.py``);
 * **isolated failures**: a raising cell is reported at the end with the path of its executed
   notebook; the other cells finish (cells that depend on it are skipped and reported);
 * **order**: a cell starts only after the cells it needs, with ``--jobs N`` threads locally or on
@@ -415,7 +418,8 @@ def cell_stamp(notebook_hash: str, params: Mapping[str, Any], needs: Mapping[str
 
 def profile_variables(cfg: Mapping[str, Any], profile: str, *, where: str = "config") -> dict[str, Any]:
     """The variables of a parsed sweep config at ``profile``: its own (``profiles.<grid>``, where
-    ``<grid>`` is :func:`diffeosens.profiles.grid_profile` of ``profile``: ``paper`` for ``dry``), the
+    ``<grid>`` is :func:`diffeosens.profiles.grid_profile` of ``profile``: ``paper`` for ``dry``,
+    ``quick`` for ``laptop`` unless the config lists a ``laptop`` grid), the
     experiment's sizes from :func:`diffeosens.profiles.experiment_sizes` (``n_probe``, ``seeds``,
     ``recipe_overrides``) and ``profile``. A config that sets a size itself is a :class:`SweepError`.
     """
@@ -428,7 +432,7 @@ def profile_variables(cfg: Mapping[str, Any], profile: str, *, where: str = "con
             raise SweepError(f"{where}: profiles.{prof} sets {', '.join(sizes)}, a size of diffeosens.profiles; sizes have one "
                              f"source: refer to ${{n_probe}}, ${{seeds}}, ${{recipe_overrides}} and set a departure of this "
                              f"experiment in diffeosens.profiles.EXPERIMENTS[{experiment!r}]")
-    variables = dict((cfg.get("profiles") or {}).get(_profiles.grid_profile(profile)) or {})
+    variables = dict((cfg.get("profiles") or {}).get(_profiles.grid_profile(profile, cfg.get("profiles") or {})) or {})
     variables.update(_profiles.experiment_sizes(experiment, profile))
     variables["profile"] = profile
     return variables
@@ -460,9 +464,9 @@ def load_sweep(config: str | os.PathLike, *, profile: str = "quick", root: str |
         raise SweepError(f"{path}: 'stages' must be a list of mappings (name, notebook, grid, ...), got {cfg['stages']!r}")
     if cfg.get("profiles") is not None and not isinstance(cfg["profiles"], dict):
         raise SweepError(f"{path}: 'profiles' must be a mapping profile -> variables, got {cfg['profiles']!r}")
-    if cfg.get("profiles") and _profiles.grid_profile(profile) not in cfg["profiles"]:
-        raise SweepError(f"{path}: no variables for profile {_profiles.grid_profile(profile)!r}"
-                         f"{' (the grid of ' + repr(profile) + ')' if _profiles.grid_profile(profile) != profile else ''}; "
+    grid_of = _profiles.grid_profile(profile, cfg.get("profiles") or {})
+    if cfg.get("profiles") and grid_of not in cfg["profiles"]:
+        raise SweepError(f"{path}: no variables for profile {grid_of!r}{' (the grid of ' + repr(profile) + ')' if grid_of != profile else ''}; "
                          f"defined profiles: {', '.join(cfg['profiles'])}")
     variables = profile_variables(cfg, profile, where=str(path))
     base = (Path(root) if root is not None else default_root()) / profile
