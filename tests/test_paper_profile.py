@@ -123,9 +123,9 @@ def test_resnet50_at_p500_in_float64_fits_a_budget():
     """P = 500 probe images in float64 through ResNet50 (reduced width: the code path, not the
     paper's cost) with a memory budget that forces several mini-batches and BN statistics of the
     whole probe set: the batch size is chosen, recorded, and the result is finite."""
-    net = build_model("ResNet50", seed=0, dataset="cifar10", recipe="cifar", width_factor=0.125)
+    net = build_model("ResNet50", seed=0, dataset="cifar10", recipe="cifar", width_factor=0.0625)
     x = torch.randn(500, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    budget = 96 * 2**20
+    budget = 48 * 2**20
     ds = measure(net, x, layers="output", compute_dtype=torch.float64, init_bn="batch", batch_size="auto", memory_budget=budget)
     plan = json.loads(ds.attrs["memory"]) if isinstance(ds.attrs["memory"], str) else ds.attrs["memory"]
     assert 1 <= plan["batch_size"] < 500 and ds.attrs["batch_size"] == plan["batch_size"]
