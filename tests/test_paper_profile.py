@@ -144,12 +144,16 @@ def test_auto_batch_size_changes_memory_not_numbers(init_bn):
     net = build_model("VGG11bn", seed=0, dataset="cifar10", recipe="cifar", width_factor=0.125)
     x = torch.randn(23, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     whole = measure(net, x, init_bn=init_bn, compute_dtype=torch.float64, batch_size=23)
-    auto = measure(net, x, init_bn=init_bn, compute_dtype=torch.float64, batch_size="auto", memory_budget=12 * 2**20)
+    free = measure(net, x, init_bn=init_bn, compute_dtype=torch.float64, batch_size="auto")
+    big = json.loads(free.attrs["memory"])
+    assert big["batch_size"] == 23  # half of this machine's free memory holds the whole (small) probe set
+    budget = big["fixed_bytes"] + 5 * big["bytes_per_image"] + 7  # room for 5 images beside the fixed costs
+    auto = measure(net, x, init_bn=init_bn, compute_dtype=torch.float64, batch_size="auto", memory_budget=budget)
     plan = json.loads(auto.attrs["memory"])
-    assert 1 < plan["batch_size"] < 23  # several batches: the budget binds
-    assert plan["batch_size"] == (12 * 2**20 - plan["fixed_bytes"]) // plan["bytes_per_image"]
+    assert plan["batch_size"] == 5 and plan["fixed_bytes"] == big["fixed_bytes"]  # several batches: the budget binds
     for v in ("D", "G", "R"):
-        torch.testing.assert_close(torch.from_numpy(auto[v].values), torch.from_numpy(whole[v].values), rtol=1e-10, atol=0)
+        for other in (auto, free):
+            torch.testing.assert_close(torch.from_numpy(other[v].values), torch.from_numpy(whole[v].values), rtol=1e-10, atol=0)
 
 
 def test_auto_batch_size_bounds_and_errors():
@@ -164,9 +168,9 @@ def test_auto_batch_size_bounds_and_errors():
     units = sum(t.shape[1] for t in probe(x[:1].double()).values())
     assert plan["bytes_per_image"] >= 2 * 8 * units
     params = sum(t.numel() * 8 for t in (*probe.module.parameters(), *probe.module.buffers()))
-    assert plan["fixed_bytes"] == params  # the float64 copy of the model
+    assert plan["fixed_bytes"] == params + 20 * 8 * units  # the float64 model copy and 20 groups' float64 means
     with pytest.raises(MemoryError, match="one image needs about .* more than the memory budget"):
-        auto_batch_size(probe, x[:2].double(), 10, budget=params + plan["bytes_per_image"] // 2)
+        auto_batch_size(probe, x[:2].double(), 10_000, budget=plan["fixed_bytes"] + plan["bytes_per_image"] // 2)
     with pytest.raises(MemoryError, match="the model alone takes"):
         auto_batch_size(probe, x[:2].double(), 10, budget=1000)
     with pytest.raises(MemoryError, match="median estimator stores .* use estimator='mean'"):

@@ -41,7 +41,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from .sweep import book_configs
 
     configs = args.configs or [str(p) for p in book_configs()]
-    device = _check_device(args.device) or "cpu"
+    # a device that is not here can still be priced (from FLOPs, marked as estimated) when nothing is timed
+    device = (args.device or "cpu") if args.no_measure else (_check_device(args.device) or "cpu")
     try:
         plan = plan_profile(configs, args.profile, device=device, root=args.root, measure=not args.no_measure)
     except SweepError as err:
@@ -264,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("configs", nargs="*", help="sweep configs (default: all of configs/, in the book's order)")
     pl.add_argument("--profile", default="paper", choices=list(PROFILES))
     pl.add_argument("--root", default=None, help="results root (its costs/ folder caches the timed unit costs)")
-    pl.add_argument("--device", default=None, help="the device to price (default: cpu); one without timed costs is estimated from FLOPs")
+    pl.add_argument("--device", default=None, help="the device to price (default: cpu); one without timed costs (e.g. --device cuda "
+                    "--no-measure on a machine without a GPU) is estimated from FLOPs")
     pl.add_argument("--no-measure", action="store_true", help="time nothing: unit costs not cached are estimated from FLOPs")
     pl.set_defaults(func=_cmd_plan)
 

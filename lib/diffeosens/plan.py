@@ -62,6 +62,8 @@ _SPLITS = {"cifar10": (50_000, 10_000), "mnist": (60_000, 10_000), "fashionmnist
 def device_label(device: torch.device | str = "cpu") -> str:
     """A file-name-safe label of the device the costs are measured on (CPU model and threads, or GPU name)."""
     dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"cuda-not-present-assumed-{ASSUMED_FLOPS / 1e12:g}TFLOPs"
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
     else:
@@ -256,6 +258,8 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
 
     dev = torch.device(device)
     label = device_label(dev)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        measure = False  # nothing to time here: the FLOP-based estimate
     path = _costs_path(label, root)
     cache: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.exists() else {}
     shapes: dict[str, tuple[int, ...]] = {}

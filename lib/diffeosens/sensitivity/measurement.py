@@ -77,7 +77,7 @@ def _device_and_batch(model: nn.Module, images: Tensor, device: Any, batch_size:
 
 
 def _resolve_batch(batch_size: int | str, probe: Probe, images: Tensor, dev: torch.device, compute_dtype: torch.dtype,
-                   memory_budget: int | None, estimator: str, stored_copies: int) -> tuple[int, dict[str, int] | None]:
+                   memory_budget: int | None, estimator: str, stored_copies: int, n_groups: int) -> tuple[int, dict[str, int] | None]:
     """``batch_size="auto"``: the largest batch that fits ``memory_budget`` (:mod:`.memory`);
     returns the batch size and the memory plan to record (``None`` for an explicit batch size)."""
     if memory_budget is not None and batch_size != "auto":
@@ -85,7 +85,7 @@ def _resolve_batch(batch_size: int | str, probe: Probe, images: Tensor, dev: tor
     if batch_size != "auto":
         return int(batch_size), None
     plan = auto_batch_size(probe, images[:2].to(dev, compute_dtype), images.shape[0], budget=memory_budget, device=dev,
-                           estimator=estimator, stored_copies=stored_copies)
+                           estimator=estimator, stored_copies=stored_copies, n_groups=n_groups)
     return plan["batch_size"], dict(plan)
 
 
@@ -213,7 +213,7 @@ def measure(
 
     chosen, probe = build_probe(model, images, layers, dev, compute_dtype, init_bn)
     batch_size, memory = _resolve_batch(batch_size, probe, images, dev, compute_dtype, memory_budget, estimator,
-                                        stored_copies=1 + 2 * len(deltas) * n_draws)
+                                        stored_copies=1 + 2 * len(deltas) * n_draws, n_groups=n_jackknife)
     names = [f"{kind}{i}" for i in range(len(deltas)) for kind in ("D", "G")]
     acc = Accumulator([l.name for l in chosen], names, P, estimator, min(n_jackknife, P), n_draws=n_draws, median=median)
 
@@ -359,7 +359,7 @@ def measure_perturbed(
     dev, batch_size = _device_and_batch(model, clean, device, batch_size, init_bn)
     chosen, probe = build_probe(model, clean, layers, dev, compute_dtype, init_bn, channel_mean=channel_mean)
     batch_size, memory = _resolve_batch(batch_size, probe, clean, dev, compute_dtype, memory_budget, estimator,
-                                        stored_copies=1 + len(perturbed))
+                                        stored_copies=1 + len(perturbed), n_groups=n_jackknife)
     names = list(perturbed)
     acc = Accumulator([l.name for l in chosen], names, P, estimator, min(n_jackknife, P), median=median)
 

@@ -17,7 +17,10 @@ sizes of module :math:`\ell` (the largest one bounds the live tensors of a forwa
 branch of a residual block, the clean, deformed and noisy input batches, the scratch of the
 distance computation). The probe-set statistics of the estimators are :math:`O(P \times
 \text{layers})` numbers and are neglected. Fixed costs, whatever the batch size: the prepared
-copy of the model in the compute dtype and, with the median estimator, the stored
+copy of the model in the compute dtype, the streaming moments of the denominator (one float64
+mean vector of every probe point per jackknife group: :math:`G\,e_{64}\sum_k d_k`, which for
+ResNet50 at full width with its 173 probe points is about 2 GiB at :math:`G = 20`) and, with the
+median estimator, the stored
 representations (:math:`P\,e_{64}\sum_k d_k` per stored copy, on the CPU);
 :func:`auto_batch_size` refuses a budget they alone exceed.
 
@@ -116,13 +119,14 @@ class MemoryPlan(dict):
 
 
 def auto_batch_size(probe: Any, sample: Tensor, P: int, *, budget: int | None = None, device: torch.device | str | None = None,
-                    estimator: str = "mean", stored_copies: int = 3) -> MemoryPlan:
+                    estimator: str = "mean", stored_copies: int = 3, n_groups: int = 20) -> MemoryPlan:
     """The largest batch size (at most ``P``) whose estimated memory fits ``budget`` bytes
     (default :data:`DEFAULT_FRACTION` of :func:`available_memory` of ``device``).
 
     With ``estimator="median"``, ``stored_copies`` float64 copies of every probed representation
     of the whole probe set are kept (the clean one and one change per perturbation kind, delta and
-    draw): a fixed cost whatever the batch size.
+    draw): a fixed cost whatever the batch size. The streaming moments of the denominator keep one
+    float64 mean vector per jackknife group (``n_groups``) for every probe point: another fixed cost.
 
     Raises:
         MemoryError: the budget does not hold one image, or the median estimator's stored
@@ -134,8 +138,10 @@ def auto_batch_size(probe: Any, sample: Tensor, P: int, *, budget: int | None = 
     budget = check_positive_int(budget, "memory_budget (bytes)")
     per_image, per_probed, _ = bytes_per_image(probe, sample)
     # the median estimator keeps every clean representation and every perturbed change in float64 on the CPU
-    # the prepared copy of the model (in the compute dtype) and, for the median, the stored representations
+    # the prepared copy of the model (in the compute dtype), the per-group float64 means of the moments
+    # (estimators.Moments) and, for the median, the stored representations
     fixed = sum(_tensor_bytes(t) for t in (*probe.module.parameters(), *probe.module.buffers()))
+    fixed += min(n_groups, P) * per_probed * 8 // sample.element_size()
     fixed += P * per_probed * 8 // sample.element_size() * stored_copies if estimator == "median" else 0
     if fixed >= budget and estimator != "median":
         raise MemoryError(f"the model alone takes {format_bytes(fixed)} in this measurement's dtype, more than the memory budget of "
