@@ -221,3 +221,13 @@ def test_plan_without_measured_costs_is_marked_estimated(tmp_path):
     plan = plan_mod.plan_profile([REPO / "configs" / "layers.yaml"], "smoke", root=tmp_path, measure=False, progress=False)
     assert not plan.measured and "ESTIMATED from FLOPs" in plan.table()
     assert all(c.seconds > plan_mod.CELL_OVERHEAD_S for c in plan.cells if c.kind != "other")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="prices a GPU that is not here")
+def test_plan_of_a_device_that_is_not_here_is_an_estimate(tmp_path):
+    plan = plan_mod.plan_profile([REPO / "configs" / "layers.yaml"], "smoke", device="cuda", root=tmp_path, progress=False)
+    assert not plan.measured and plan.device.startswith("cuda-not-present") and "ESTIMATED from FLOPs" in plan.table()
+    assert not list((tmp_path / "costs").glob("*.json"))  # nothing was timed, nothing cached
+    r = subprocess.run([sys.executable, "-m", "diffeosens", "plan", str(REPO / "configs" / "theory.yaml"), "--profile", "smoke",
+                        "--device", "cuda", "--root", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr  # timing on an absent GPU is refused in one line
