@@ -35,16 +35,21 @@ def _sweep_profile(args: argparse.Namespace) -> str:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from .sweep import book_configs
+
+    return _print_plan(args.configs or [str(p) for p in book_configs()], args.profile, args.device, args.root,
+                       measure=not args.no_measure)
+
+
+def _print_plan(configs: Sequence[str], profile: str, device: str | None, root: str | None, *, measure: bool) -> int:
+    """Print the cost plan of ``configs`` at ``profile`` (:func:`diffeosens.plan.plan_profile`)."""
     from .plan import plan_profile
     from .sweep import SweepError
 
-    from .sweep import book_configs
-
-    configs = args.configs or [str(p) for p in book_configs()]
     # a device that is not here can still be priced (from FLOPs, marked as estimated) when nothing is timed
-    device = (args.device or "cpu") if args.no_measure else (_check_device(args.device) or "cpu")
+    device = (device or "cpu") if not measure else (_check_device(device) or "cpu")
     try:
-        plan = plan_profile(configs, args.profile, device=device, root=args.root, measure=not args.no_measure)
+        plan = plan_profile(configs, profile, device=device, root=root, measure=measure)
     except SweepError as err:
         raise CLIError(str(err)) from err
     print(plan.table())
@@ -71,8 +76,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
     profile = _sweep_profile(args)
     if args.plan:
-        args.configs, args.profile, args.no_measure = [args.config], profile, False
-        return _cmd_plan(args)
+        return _print_plan([args.config], profile, args.device, args.root, measure=True)
     try:
         report = run_sweep(
             args.config, profile=profile, root=args.root, jobs=args.jobs, scheduler=args.scheduler,

@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,21 +115,11 @@ def time_training(key: dict[str, Any], *, device: torch.device | str = "cpu", st
         loss.backward()
         opt.step()
 
-    best = math.inf
-    for i in range(steps + 1):
-        _sync(device)
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        if i:  # the first step warms up
-            best = min(best, time.perf_counter() - t0)
+    step()  # warm-up
+    best = _best_of(step, steps, device)
     net.eval()
     with torch.no_grad():
-        _sync(device)
-        t0 = time.perf_counter()
-        net(x)
-        _sync(device)
-        t_eval = time.perf_counter() - t0
+        t_eval = _best_of(lambda: net(x), 1, device)
     return {"step_per_image": best / x.shape[0], "eval_per_image": t_eval / x.shape[0],
             "params": float(sum(p.numel() for p in net.parameters()))}
 
@@ -147,28 +138,37 @@ def time_measurement(key: dict[str, Any], *, device: torch.device | str = "cpu",
     else:
         def run() -> None:
             measure(net, x, layers=key["layers"], device=device, n_jackknife=2, n_boot=2)
-    import warnings
-
-    best = math.inf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fewer than 10 probe images: NaN standard errors, irrelevant to timing
-        for _ in range(2):
-            _sync(device)
-            t0 = time.perf_counter()
-            run()
-            _sync(device)
-            best = min(best, time.perf_counter() - t0)
+        best = _best_of(run, 2, device)
     return {"measure_per_image": best / n}
 
 
 def count_flops(key: dict[str, Any]) -> float:
     """FLOPs of one forward of one image through the network of ``key`` (``torch.utils.flop_counter``)."""
+    return _flops_and_params(key)[0]
+
+
+def _flops_and_params(key: dict[str, Any]) -> tuple[float, float]:
+    """FLOPs of one forward of one image and the parameter count, from one build of the network."""
     from torch.utils.flop_counter import FlopCounterMode
 
     net = _build(key).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(torch.randn(2, *key["shape"]))
-    return counter.get_total_flops() / 2
+    return counter.get_total_flops() / 2, float(sum(p.numel() for p in net.parameters()))
+
+
+def _best_of(fn: Any, repeats: int, device: torch.device | str) -> float:
+    """The shortest wall time of ``repeats`` calls of ``fn`` (synchronising a CUDA device around each)."""
+    best = math.inf
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _sync(device: torch.device | str) -> None:
@@ -263,7 +263,6 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
     path = _costs_path(label, root)
     cache: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.exists() else {}
     shapes: dict[str, tuple[int, ...]] = {}
-    plan = Plan(profile, label, measured=measure)
     seen_trainings: set[str] = set()
     runs: dict[str, dict[str, Any]] = {}  # a training cell's out_dir -> its key (for the measurements that need it)
     pending: list[tuple[Any, str, dict[str, Any]]] = []
@@ -316,15 +315,21 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
             os.replace(tmp, path)
-    flops: dict[str, float] = {}
+    estimates: dict[str, tuple[float, float]] = {}  # key -> (FLOPs, parameters), for keys without timed costs
+
+    def estimate(kid: str, key: dict[str, Any]) -> tuple[float, float]:
+        if kid not in estimates:
+            estimates[kid] = _flops_and_params(key)
+        return estimates[kid]
+
     for price, kind, key in pending:
         if kind == "train":
             kid = _key_id(key, _TRAIN_FIELDS)
-            params = cache[kid]["params"] if kid in cache else _params(key)
             if kid in cache:
+                params = cache[kid]["params"]
                 t_step, t_eval = cache[kid]["step_per_image"], cache[kid]["eval_per_image"]
             else:
-                f = flops.setdefault(kid, count_flops(key))
+                f, params = estimate(kid, key)
                 t_step = max(3 * f / ASSUMED_FLOPS, STEP_FLOOR_S / key["batch_size"])
                 t_eval = max(f / ASSUMED_FLOPS, STEP_FLOOR_S / key["batch_size"])
             price.seconds = CELL_OVERHEAD_S + key["epochs"] * (key["n_train"] * t_step + key["n_test"] * t_eval)
@@ -334,10 +339,9 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
             if kid in cache:
                 t = cache[kid]["measure_per_image"]
             else:
-                t = max(3 * flops.setdefault(kid, count_flops(key)) / ASSUMED_FLOPS, STEP_FLOOR_S / 128)
+                t = max(3 * estimate(kid, key)[0] / ASSUMED_FLOPS, STEP_FLOOR_S / 128)
             price.seconds = CELL_OVERHEAD_S + key["n_probe"] * t * key["factor"]
-        plan.cells.append(price)
-    plan.measured = measure or not todo
+    plan = Plan(profile, label, measured=measure or not todo, cells=[price for price, _, _ in pending])
     plan.notes = [
         f"unit costs: {path}" + ("" if plan.measured else f"; missing ones estimated from FLOPs at {ASSUMED_FLOPS / 1e12:g} TFLOP/s "
                                  f"(at least {STEP_FLOOR_S * 1e3:g} ms per step): a lower bound for small networks"),
@@ -358,6 +362,3 @@ def _sizes(dataset: str, n_train: int | None, n_test: int | None) -> tuple[int, 
     full = _SPLITS.get(dataset, (n_train or 0, n_test or 0))
     return (n_train if n_train is not None else full[0]), (n_test if n_test is not None else full[1])
 
-
-def _params(key: dict[str, Any]) -> float:
-    return float(sum(p.numel() for p in _build(key).parameters()))

@@ -36,7 +36,7 @@ the batch size (:mod:`.measurement`), so the choice changes time and memory, nev
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -113,9 +113,14 @@ def bytes_per_image(probe: Any, sample: Tensor) -> tuple[int, int, int]:
     return 2 * per_probed + LIVE_TENSORS * per_largest, per_probed, per_largest
 
 
-class MemoryPlan(dict):
-    """What :func:`auto_batch_size` decided (recorded in the results): ``batch_size``,
-    ``budget_bytes``, ``bytes_per_image``, ``fixed_bytes`` and ``estimated_peak_bytes``."""
+class MemoryPlan(TypedDict):
+    """What :func:`auto_batch_size` decided (recorded in the results), in bytes but for the batch size."""
+
+    batch_size: int
+    budget_bytes: int
+    bytes_per_image: int
+    fixed_bytes: int
+    estimated_peak_bytes: int
 
 
 def auto_batch_size(probe: Any, sample: Tensor, P: int, *, budget: int | None = None, device: torch.device | str | None = None,
