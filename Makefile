@@ -125,7 +125,7 @@ book-only: setup
 	@echo "The book: file://$(CURDIR)/_build/html/index.html"
 
 # make dry-run: the paper profile's grid at tiny sizes (PROFILE=dry: every network, activation, noise
-# level, task, variant and delta of the paper grid, its first two seeds) into results/dry, then the
+# level, task, variant, delta and seed of the paper grid) into results/dry, then the
 # book from those results with -W into _dry/. Finds a crash before a GPU or cluster run does.
 dry-run: setup
 	@$(MAKE) --no-print-directory sweeps PROFILE=dry

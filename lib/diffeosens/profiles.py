@@ -13,8 +13,8 @@ Every experiment runs at one of these sizes:
   (:data:`DEFAULT`) of ``make book``;
 * ``paper``: the paper's sizes (methods §7), for a GPU or a cluster;
 * ``dry``: the dry run of the paper profile: the *paper's grid* (every network, activation, noise
-  level, task, variant and delta a sweep config lists for ``paper``, see :data:`GRID_OF`; the
-  first :data:`DRY_SEEDS` of its seeds) through the paper's code paths (its recipes, optimisers,
+  level, task, variant, delta and seed a sweep config lists for ``paper``, see :data:`GRID_OF`)
+  through the paper's code paths (its recipes, optimisers,
   input sizes, probe points, combinations of results), at tiny sizes: one epoch on a few hundred
   images, eighth width, a few probe images. It finds on a laptop the crash that would otherwise
   come in hour 30 of a GPU run (``diffeosens sweep CONFIG --dry-run``, ``make dry-run``).
@@ -139,15 +139,9 @@ MEASUREMENT: dict[str, dict[str, int]] = {
     "quick": {"n_probe": 200, "n_seeds": 1},
     "laptop": {"n_probe": 200, "n_seeds": 1},
     "paper": {"n_probe": 500, "n_seeds": 4},
-    # the first DRY_SEEDS of the paper's seeds (and of each experiment's seed departures, see measurement()), a few probes
-    "dry": {"n_probe": 16, "n_seeds": 2},
+    # every seed of the paper's grid (with each experiment's seed departures, see measurement()), a few probes
+    "dry": {"n_probe": 16, "n_seeds": 4},
 }
-
-#: Seeds per network in a dry run: the first two of the grid's seed list. Two values exercise the
-#: seed dimension of every result and every combination across seeds; the paper's further seeds
-#: (4 per CIFAR net, 10 per synthetic-task net) run the same code with another number, and a tiny
-#: training cannot reproduce what a seed does to a 250-epoch run anyway.
-DRY_SEEDS = 2
 
 #: Where an experiment (a sweep config's ``experiment``) departs from its profile's sizes:
 #: experiment -> profile -> any of ``n_probe``, ``n_seeds``, ``first_seed`` (over
@@ -231,9 +225,9 @@ def measurement(profile: str, experiment: str | None = None) -> dict[str, int]:
     """
     check_choice(profile, PROFILES, "profile")
     out = dict(MEASUREMENT[profile])
-    if profile == "dry":  # a dry run takes the first seeds of the grid it runs (e.g. seeds 1, 2 of the paper's 1-10 for scale1d)
+    if profile == "dry":  # a dry run takes every seed of the grid it runs (e.g. seeds 1-10 of the paper's scale1d)
         seeds = measurement(GRID_OF[profile], experiment)
-        out.update({"first_seed": seeds.get("first_seed", 0), "n_seeds": min(seeds["n_seeds"], DRY_SEEDS)})
+        out.update({"first_seed": seeds.get("first_seed", 0), "n_seeds": seeds["n_seeds"]})
     extra = EXPERIMENTS.get(experiment, {}).get(profile, {}) if experiment is not None else {}
     out.update({k: v for k, v in extra.items() if k in ("n_probe", "n_seeds", "first_seed")})
     return out
@@ -249,7 +243,7 @@ def experiment_sizes(experiment: str, profile: str) -> dict[str, Any]:
     >>> experiment_sizes("layers", "laptop")["epochs"], experiment_sizes("architectures", "laptop")["epochs"]
     (250, None)
     >>> experiment_sizes("scale1d", "paper")["seeds"], experiment_sizes("scale1d", "dry")["seeds"]
-    ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1, 2])
+    ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
     """
     m = measurement(profile, experiment)
     first = m.get("first_seed", 0)
