@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -64,6 +66,23 @@ def test_c3_and_c4_trained_trends():
     ds2 = layered(swapped)
     assert claims.check_c3(ds2).verdict == NOT_REPRODUCED
     assert claims.check_c4(ds2).verdict == NOT_REPRODUCED
+
+
+def test_c4_states_its_margin_against_the_jackknife_errors():
+    """G_out 0.10 -> 0.105 (ratio 1.05): with 5 % errors on each G it is 0.7 SE above 1, weak evidence."""
+    nets = paperlike(1)
+    nets["net0"]["trained"]["G"] = nets["net0"]["trained"]["G"] * (0.105 / nets["net0"]["trained"]["G"][-1])
+    ds = layered(nets)
+    for rel, weak in ((0.05, True), (0.001, False)):
+        ds["G_se"] = rel * ds.G
+        v = claims.check_c4(ds)
+        z = math.log(1.05) / math.hypot(rel, rel)  # delta method on ln(G_t / G_i)
+        assert v.verdict == REPRODUCED
+        assert v.numbers["z_from_one"]["net0"] == pytest.approx(z, rel=1e-9)
+        assert v.numbers["ratio_se"]["net0"] == pytest.approx(1.05 * math.hypot(rel, rel), rel=1e-9)
+        assert ("weak evidence" in v.reason) is weak and "SE from 1" in v.detail
+    del ds["G_se"]
+    assert "SE" not in claims.check_c4(ds).detail  # no errors, no margin claimed
 
 
 def output_only(r_f: dict[str, float], errors: dict[str, float], d_f: dict[str, float] | None = None) -> xr.Dataset:
