@@ -400,11 +400,11 @@ def check_c4(v: Verdict, layers: xr.Dataset | None) -> None:
     out = output_layer(ds)
     ratios, ok, margin = {}, {}, {}
     for arch in _archs(ds):
-        net = _per_arch(out, arch)
-        g = seed_mean(net.G)
+        net = seed_mean(_per_arch(out, arch)[[n for n in ("G", "G_se") if n in out]])
+        g = net.G
         ratios[arch] = _finite(np.log10(float(g.sel(state="trained")) / float(g.sel(state="init"))), f"{arch}: G_out trained/init")
         ok[arch] = ratios[arch] > 0 and slopes[arch][1] > 0
-        margin[arch] = _ratio_error(seed_mean(net[["G", "G_se"]])) if "G_se" in net else (math.nan, math.nan)
+        margin[arch] = _ratio_error(net) if "G_se" in net else (math.nan, math.nan)
     vals = np.array(list(ratios.values()))
     v.value = float(np.median(vals))
     v.uncertainty = float(vals.std(ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else math.nan
