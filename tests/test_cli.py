@@ -167,3 +167,10 @@ def test_measure_cli_passes_the_estimator_options(tmp_path, capsys, monkeypatch)
                     "--median", "average", "--n-draws", "3", "--interp", "gaussian")
     one_line_error(code, err, "stop")
     assert (seen["estimator"], seen["median"], seen["n_draws"], seen["interp"]) == ("median", "average", 3, "gaussian")
+    assert seen["batch_size"] == "auto"  # the default: fits the device's memory at any P
+    code, err = run(capsys, "measure", "--model", "zoo:LeNet", "--out", str(tmp_path / "x.nc"), "--batch-size", "64")
+    assert seen["batch_size"] == 64
+    for bad in ("0", "big"):
+        with pytest.raises(SystemExit) as exit_:
+            run(capsys, "measure", "--model", "zoo:LeNet", "--out", str(tmp_path / "x.nc"), "--batch-size", bad)
+        assert exit_.value.code == 2 and "must be a positive integer or auto" in capsys.readouterr().err

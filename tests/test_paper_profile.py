@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,8 +79,13 @@ def test_select_cells_keeps_what_the_selection_needs(tmp_path):
     assert all(set(c.deps) <= ids for c in chosen)
     with pytest.raises(SweepError, match="unknown grid axis.*axes of this sweep: arch"):
         select_cells(cells, {"model": ["LeNet"]})
-    with pytest.raises(SweepError, match="no cell matches.*values in this sweep"):
+    with pytest.raises(SweepError, match="no cell has .*ResNet1000.*values of the selected axes"):
         select_cells(cells, {"arch": ["ResNet1000"]})
+    # a typo in an axis that the trainings lack is an error, not a selection of trainings only
+    with pytest.raises(SweepError, match="no cell has .*'state': \\['inti'\\]"):
+        select_cells(cells, {"arch": ["LeNet"], "state": ["inti"]})
+    # numbers are compared as numbers: "30" and "1e-2" select the grid's 30.0 and 0.01
+    assert select_cells(cells, {"arch": ["LeNet"], "train_noise": ["1e-2", "30"], "seed": [0]}) == chosen
 
 
 def test_cli_dry_run_goes_with_the_paper_profile_only(tmp_path):
@@ -89,6 +95,10 @@ def test_cli_dry_run_goes_with_the_paper_profile_only(tmp_path):
     r = subprocess.run([sys.executable, "-m", "diffeosens", "sweep", str(REPO / "configs" / "theory.yaml"), "--select", "depth",
                         "--root", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "axis=value" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "diffeosens", "sweep", str(REPO / "configs" / "theory.yaml"), "--no-measure",
+                        "--root", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "go with --plan only" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "laptop").exists()  # nothing ran
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,7 +123,10 @@ def test_paper_only_cells_run_in_the_dry_profile(experiment, select, tmp_path):
     assert report.ok, report.summary()
     ran = report.by_status("ran")
     assert ran and all(r.status == "ran" for r in report.results)
-    for nc in (tmp_path / "dry" / experiment).glob("*.nc"):
+    written = sorted((tmp_path / "dry" / experiment).glob("*.nc"))
+    measured = [r for r in ran if Path(r.notebook).parent == tmp_path / "dry" / experiment]  # trainings write under runs/
+    assert measured and len(written) == len(measured), (written, [r.notebook for r in ran])
+    for nc in written:
         ds = xr.open_dataset(nc, engine="netcdf4")
         assert all(bool(ds[v].notnull().all()) for v in ("D", "G") if v in ds), nc
 
@@ -170,14 +183,31 @@ def test_auto_batch_size_bounds_and_errors():
     assert plan["fixed_bytes"] == params + 20 * 8 * units  # the float64 model copy and 20 groups' float64 means
     with pytest.raises(MemoryError, match="one image needs about .* more than the memory budget"):
         auto_batch_size(probe, x[:2].double(), 10_000, budget=plan["fixed_bytes"] + plan["bytes_per_image"] // 2)
-    with pytest.raises(MemoryError, match="the model alone takes"):
+    with pytest.raises(MemoryError, match=r"fixed costs .*the model .*float64.*jackknife groups.*use compute_dtype=torch.float32"):
         auto_batch_size(probe, x[:2].double(), 10, budget=1000)
-    with pytest.raises(MemoryError, match="median estimator stores .* use estimator='mean'"):
+    _, probe32 = build_probe(net, x, "all", torch.device("cpu"), torch.float32, "running")
+    with pytest.raises(MemoryError) as err:  # already float32: no advice to switch to it
+        auto_batch_size(probe32, x[:2].float(), 10, budget=1000)
+    assert "n_jackknife" in str(err.value) and "float32" not in str(err.value).split(";")[1]
+    with pytest.raises(MemoryError, match="median estimator's stored representations of P = 1000000 .* use estimator='mean'"):
         auto_batch_size(probe, x[:2].double(), 10**6, budget=2**30, estimator="median")
     with pytest.raises(ValueError, match="memory_budget applies to batch_size='auto' only"):
         measure(net, x, batch_size=4, memory_budget=2**20)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, None or 'auto'"):
         measure(net, x, batch_size="big")
+
+
+def test_memory_fraction_from_the_environment_and_the_sweep(monkeypatch):
+    from diffeosens.sensitivity import memory
+
+    monkeypatch.delenv(memory.MEMORY_FRACTION_ENV, raising=False)
+    assert memory.memory_fraction() == memory.DEFAULT_FRACTION
+    monkeypatch.setenv(memory.MEMORY_FRACTION_ENV, "0.125")
+    assert memory.memory_fraction() == 0.125
+    for bad in ("0", "1.5", "half", "nan"):
+        monkeypatch.setenv(memory.MEMORY_FRACTION_ENV, bad)
+        with pytest.raises(ValueError, match="DIFFEOSENS_MEMORY_FRACTION must be a number in \\(0, 1\\]"):
+            memory.memory_fraction()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,17 +246,55 @@ def test_plan_prices_each_cell_by_its_formula(tmp_path, monkeypatch):
     assert len(timed) == n
 
 
-def test_plan_without_measured_costs_is_marked_estimated(tmp_path):
-    plan = plan_mod.plan_profile([REPO / "configs" / "layers.yaml"], "smoke", root=tmp_path, measure=False, progress=False)
-    assert not plan.measured and "ESTIMATED from FLOPs" in plan.table()
-    assert all(c.seconds > plan_mod.CELL_OVERHEAD_S for c in plan.cells if c.kind != "other")
+def test_plan_of_a_cpu_without_timed_costs_is_refused(tmp_path):
+    """The FLOP estimate assumes a GPU's throughput: on a CPU it would be about 100 times too cheap."""
+    with pytest.raises(SweepError, match="not timed on this CPU.*drop --no-measure"):
+        plan_mod.plan_profile([REPO / "configs" / "layers.yaml"], "smoke", root=tmp_path, measure=False, progress=False)
+
+
+def test_plan_of_a_selection_prices_what_the_sweep_would_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(plan_mod, "time_training", lambda key, device: {"step_per_image": 1e-3, "eval_per_image": 1e-4, "params": 10.0})
+    monkeypatch.setattr(plan_mod, "time_measurement", lambda key, device: {"measure_per_image": 1e-2})
+    noisy = [REPO / "configs" / "noisy.yaml"]
+    sel = {"arch": ["LeNet"], "train_noise": ["30"], "seed": ["0"]}
+    plan = plan_mod.plan_profile(noisy, "dry", root=tmp_path, progress=False, select=sel)
+    _, cells = load_sweep(noisy[0], profile="dry", root=tmp_path)
+    assert [c.kind for c in plan.cells] == ["training", "measurement", "measurement"]  # the training, at init and trained
+    assert len(plan.cells) == len(select_cells(cells, sel))
+    outputs = plan_mod.plan_profile(noisy, "dry", root=tmp_path, progress=False, select=sel, stages=["output"])
+    # the measurements alone, still priced from the network their training makes
+    assert [c.kind for c in outputs.cells] == ["measurement", "measurement"]
+    assert [c.seconds for c in outputs.cells] == [c.seconds for c in plan.cells[1:]]
+    with pytest.raises(SweepError, match="unknown stage"):
+        plan_mod.plan_profile(noisy, "dry", root=tmp_path, progress=False, stages=["measure"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="prices a GPU that is not here")
 def test_plan_of_a_device_that_is_not_here_is_an_estimate(tmp_path):
     plan = plan_mod.plan_profile([REPO / "configs" / "layers.yaml"], "smoke", device="cuda", root=tmp_path, progress=False)
     assert not plan.measured and plan.device.startswith("cuda-not-present") and "ESTIMATED from FLOPs" in plan.table()
+    assert all(c.seconds > plan_mod.CELL_OVERHEAD_S for c in plan.cells if c.kind != "other")
     assert not list((tmp_path / "costs").glob("*.json"))  # nothing was timed, nothing cached
     r = subprocess.run([sys.executable, "-m", "diffeosens", "plan", str(REPO / "configs" / "theory.yaml"), "--profile", "smoke",
                         "--device", "cuda", "--root", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr  # timing on an absent GPU is refused in one line
+
+
+def test_cellsside_by_side_share_the_memory_budget(monkeypatch):
+    """--jobs N (and a local Dask cluster of N workers) divide the memory fraction of
+    batch_size='auto' by N for the kernels they start, and give the environment back after."""
+    from diffeosens.sensitivity import memory
+    from diffeosens.sweep import side_by_side
+
+    monkeypatch.delenv(memory.MEMORY_FRACTION_ENV, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    with side_by_side(1) as env:
+        assert env == {} and memory.memory_fraction() == memory.DEFAULT_FRACTION
+    with side_by_side(4):
+        assert memory.memory_fraction() == memory.DEFAULT_FRACTION / 4
+        assert os.environ["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 4))
+    assert memory.MEMORY_FRACTION_ENV not in os.environ and os.environ["OMP_NUM_THREADS"] == "7"
+    monkeypatch.setenv(memory.MEMORY_FRACTION_ENV, "0.8")  # a user's own fraction is divided too
+    with side_by_side(2, threads=False):
+        assert memory.memory_fraction() == 0.4 and os.environ["OMP_NUM_THREADS"] == "7"
+    assert os.environ[memory.MEMORY_FRACTION_ENV] == "0.8"

@@ -41,7 +41,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                        measure=not args.no_measure)
 
 
-def _print_plan(configs: Sequence[str], profile: str, device: str | None, root: str | None, *, measure: bool) -> int:
+def _print_plan(configs: Sequence[str], profile: str, device: str | None, root: str | None, *, measure: bool,
+                select: dict[str, list[str]] | None = None, stages: Sequence[str] | None = None) -> int:
     """Print the cost plan of ``configs`` at ``profile`` (:func:`diffeosens.plan.plan_profile`)."""
     from .plan import plan_profile
     from .sweep import SweepError
@@ -49,7 +50,7 @@ def _print_plan(configs: Sequence[str], profile: str, device: str | None, root: 
     # a device that is not here can still be priced (from FLOPs, marked as estimated) when nothing is timed
     device = (device or "cpu") if not measure else (_check_device(device) or "cpu")
     try:
-        plan = plan_profile(configs, profile, device=device, root=root, measure=measure)
+        plan = plan_profile(configs, profile, device=device, root=root, measure=measure, select=select, stages=stages)
     except SweepError as err:
         raise CLIError(str(err)) from err
     print(plan.table())
@@ -69,6 +70,19 @@ def _selection(items: Sequence[str] | None) -> dict[str, list[str]] | None:
     return out
 
 
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: ``auto`` or a positive integer (argparse turns the ValueError into a usage error)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or auto, got {text!r}")
+    return value
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import SweepError, run_sweep
 
@@ -76,7 +90,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
     profile = _sweep_profile(args)
     if args.plan:
-        return _print_plan([args.config], profile, args.device, args.root, measure=True)
+        return _print_plan([args.config], profile, args.device, args.root, measure=not args.no_measure,
+                           select=_selection(args.select), stages=args.stage)
+    if args.no_measure or args.device:
+        raise CLIError("--device and --no-measure go with --plan only (a sweep runs each cell on the device its notebook picks)")
     try:
         report = run_sweep(
             args.config, profile=profile, root=args.root, jobs=args.jobs, scheduler=args.scheduler,
@@ -216,12 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default=None, choices=list(PROFILES),
                    help="run sizes (diffeosens profiles; default that of make book, laptop; paper with --dry-run)")
     s.add_argument("--dry-run", action="store_true",
-                   help="the paper profile's grid (every network, activation, noise level, task, variant, delta; its first two "
-                        "seeds) at tiny sizes, into <root>/dry: finds a crash before a GPU or cluster run does")
+                   help="the paper profile's grid (every network, activation, noise level, task, variant, delta and "
+                        "seed) at tiny sizes, into <root>/dry: finds a crash before a GPU or cluster run does")
     s.add_argument("--plan", action="store_true",
                    help="print the cells, estimated hours on this device and disk of this sweep at --profile; run nothing "
                         "(unit costs are timed here on first use and cached under <root>/costs/)")
     s.add_argument("--device", default=None, help="with --plan: the device to price (default: cpu)")
+    s.add_argument("--no-measure", action="store_true",
+                   help="with --plan: time nothing; unit costs not cached are estimated from FLOPs (a GPU device only)")
     s.add_argument("--root", default=None, help="results root (default: results/ or $DIFFEOSENS_RESULTS)")
     s.add_argument("--jobs", type=int, default=1, help="cells in parallel on this machine")
     s.add_argument("--scheduler", default=None, help="address of a Dask scheduler, e.g. tcp://host:8786")
@@ -253,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--cut", type=float, default=3)
     m.add_argument("--seed", type=int, default=0, help="seed of the diffeomorphism and noise draws")
     m.add_argument("--model-seed", type=int, default=0, help="seed of the initial weights (when no --checkpoint replaces them)")
-    m.add_argument("--batch-size", type=int, default=None)
+    m.add_argument("--batch-size", type=_batch_size, default="auto",
+                   help="images per forward pass: a positive integer, or auto (default: the largest batch that fits half "
+                        "the device's free memory; the numbers do not depend on it)")
     m.add_argument("--init-bn", default="running", choices=["running", "batch"])
     m.add_argument("--estimator", default="mean", choices=["mean", "median"],
                    help="ratio of means over the probe set (the paper's), or the median of per-image ratios")

@@ -247,13 +247,20 @@ _MEASURE_FIELDS = ("arch", "dataset", "recipe", "width_factor", "options", "shap
 
 
 def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *, device: torch.device | str = "cpu",
-                 root: str | os.PathLike | None = None, measure: bool = True, progress: bool = True) -> Plan:
-    """Price every cell of ``configs`` at ``profile`` on ``device`` (module docstring).
+                 root: str | os.PathLike | None = None, measure: bool = True, progress: bool = True,
+                 select: dict[str, list[str]] | None = None, stages: Sequence[str] | None = None) -> Plan:
+    """Price every cell of ``configs`` at ``profile`` on ``device`` (module docstring), or only the
+    cells of ``stages`` and those ``select`` picks with the trainings they need (as
+    :func:`~.sweep.run_sweep` would run them).
 
     Unit costs come from the device's cache (``<results root>/costs/<device>.json``); missing ones
-    are timed now when ``measure`` (and the device is this machine's), else estimated from FLOPs.
+    are timed now when ``measure`` (and the device is this machine's), else estimated from FLOPs
+    at a GPU's throughput, which a CPU is refused (it would come out about 100 times too cheap).
+
+    Raises:
+        SweepError: a bad config, stage or selection, or a CPU with missing unit costs and ``measure=False``.
     """
-    from .sweep import load_sweep
+    from .sweep import SweepError, load_sweep, select_cells
     from .train import training_spec
 
     dev = torch.device(device)
@@ -269,9 +276,20 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
     for config in configs:
         _cfg, cells = load_sweep(config, profile=profile, root=root)
         experiment = str(_cfg["experiment"])
-        for cell in cells:
+        chosen = cells
+        if stages:
+            unknown = set(stages) - {c.stage for c in cells}
+            if unknown:
+                raise SweepError(f"{experiment}: unknown stage(s) {sorted(unknown)}; stages of this sweep: {sorted({c.stage for c in cells})}")
+            chosen = [c for c in chosen if c.stage in stages]
+        if select:
+            chosen = select_cells(chosen, select)
+        priced = {c.cell_id for c in chosen}
+        for cell in cells:  # every training gives its key to the measurements that need it; only the chosen cells are priced
             nb = Path(cell.notebook).stem
             p = cell.params
+            if cell.cell_id not in priced and nb != "train":
+                continue
             if nb == "train":
                 dataset = str(p.get("dataset", "cifar10"))
                 spec = training_spec(str(p["arch"]), dataset=dataset, recipe=p.get("recipe", "auto"), profile=str(p.get("profile", profile)),
@@ -287,6 +305,8 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
                        "batch_size": spec.recipe.batch_size, "epochs": spec.epochs, "n_train": n_train, "n_test": n_test,
                        "upper_bound": spec.recipe.name == "scale1d"}
                 runs[cell.out_dir] = key
+                if cell.cell_id not in priced:
+                    continue
                 reused = cell.out_dir in seen_trainings
                 seen_trainings.add(cell.out_dir)
                 pending.append((CellPrice(experiment, cell.stage, "training", 0.0, 0.0, key["upper_bound"], reused), "train", key))
@@ -306,6 +326,10 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
     todo = {("train", _key_id(k, _TRAIN_FIELDS)): k for _, kind, k in pending if kind == "train" and _key_id(k, _TRAIN_FIELDS) not in cache}
     todo.update({("measure", _key_id(k, _MEASURE_FIELDS)): k for _, kind, k in pending
                  if kind == "measure" and _key_id(k, _MEASURE_FIELDS) not in cache})
+    if todo and not measure and dev.type == "cpu":
+        raise SweepError(f"{len(todo)} unit costs of this plan are not timed on this CPU, and the estimate from FLOPs assumes a "
+                         f"GPU's {ASSUMED_FLOPS / 1e12:g} TFLOP/s: drop --no-measure (measure=False) to time them here "
+                         f"(cached in {path})")
     if todo and measure:
         for i, ((kind, kid), key) in enumerate(todo.items(), 1):
             if progress:
@@ -348,6 +372,8 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
         f"every cell adds {CELL_OVERHEAD_S:g} s of notebook execution; a training reused by a later experiment is priced once",
         "≤: the 1D-task trainings stop at their interpolation rule; priced at their most epochs",
         "disk: init.pt, best.pt and last.pt per training (about 16 bytes per parameter) plus notebooks and results",
+        "not priced: a measurement at initialisation of a BatchNorm net whose probe set does not fit one batch (batch_size='auto' "
+        "below P) adds about n_BN/2 partial forwards per input kind to recover whole-probe-set statistics (ProbeSetNorm)",
     ]
     return plan
 

@@ -16,7 +16,8 @@ Every experiment runs at one of these sizes:
   level, task, variant, delta and seed a sweep config lists for ``paper``, see :data:`GRID_OF`)
   through the paper's code paths (its recipes, optimisers,
   input sizes, probe points, combinations of results), at tiny sizes: one epoch on a few hundred
-  images, eighth width, a few probe images. It finds on a laptop the crash that would otherwise
+  images at eighth width for the CIFAR and 2D-task nets, four epochs at the paper's width 1,000 for
+  the 1D task (its checkpoints take most of the dry run's disk), a few probe images. It finds on a laptop the crash that would otherwise
   come in hour 30 of a GPU run (``diffeosens sweep CONFIG --dry-run``, ``make dry-run``).
 
 :data:`TRAINING` scales the recipes of :mod:`diffeosens.train`; :data:`MEASUREMENT` the probe sets

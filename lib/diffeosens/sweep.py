@@ -172,7 +172,7 @@ from .results import ResultsError, default_root, open_run
 __all__ = [
     "FRESH_KERNEL_ENV", "STALE_POLICIES", "Cell", "CellResult", "SweepError", "SweepReport", "WarmKernel", "cell_stamp", "is_done",
     "library_hash", "load_sweep", "notebook_hash", "output_is_valid", "profile_variables", "record_path", "run_cell", "run_sweep",
-    "stale_reasons",
+    "select_cells", "side_by_side", "stale_reasons",
 ]
 
 #: What a sweep does with stale cells (see the module docstring); the default is ``rerun``.
@@ -1157,7 +1157,7 @@ def run_sweep(
             *Warm kernels*); default: ``$DIFFEOSENS_FRESH_KERNEL``, else ``False``. Dask workers
             always start a fresh kernel per cell.
         select: run only the cells whose grid matches, ``{axis: [values]}`` (a cell matches when,
-            for every axis, its value is one of the values, compared as text), and the cells they
+            for every axis, its value is one of the values, compared as text or as numbers), and the cells they
             need (:func:`select_cells`), e.g. ``{"arch": ["ResNet50"], "seed": [0]}``.
     """
     policy = _stale_policy(stale)
@@ -1183,23 +1183,41 @@ def run_sweep(
     return report
 
 
-def select_cells(cells: Sequence[Cell], select: Mapping[str, Sequence[Any]]) -> list[Cell]:
-    """The cells whose grid matches ``select`` (``{axis: [values]}``, values compared as text),
-    with every cell they need, in the original (dependency) order.
+def _grid_value_matches(value: Any, wanted: str) -> bool:
+    """A grid value equals a selected value (text from the command line): as text, or as numbers
+    when both read as numbers (``30`` selects the grid's ``30.0``)."""
+    if str(value) == wanted:
+        return True
+    try:
+        return float(str(value)) == float(wanted)
+    except ValueError:
+        return False
 
-    An axis that no stage of the sweep has, or a selection that matches no cell, is a
+
+def select_cells(cells: Sequence[Cell], select: Mapping[str, Sequence[Any]]) -> list[Cell]:
+    """The cells whose grid matches ``select`` (``{axis: [values]}``; values compared as text, or as
+    numbers when both read as numbers), with every cell they need, in the original (dependency) order.
+
+    A cell matches when, for every selected axis it has, its value is one of the selected values
+    (a stage without that axis, e.g. a training for ``state=``, is not filtered by it). An axis that
+    no stage of the sweep has, a value that no cell has, or a selection that matches no cell, is a
     :class:`SweepError` naming the valid axes and values.
     """
-    wanted = {str(k): {str(v) for v in (vals if isinstance(vals, (list, tuple, set)) else [vals])} for k, vals in select.items()}
+    wanted = {str(k): [str(v) for v in (vals if isinstance(vals, (list, tuple, set)) else [vals])] for k, vals in select.items()}
     axes = {k for c in cells for k in c.grid}
     unknown = sorted(set(wanted) - axes)
     if unknown:
         raise SweepError(f"unknown grid axis/axes {unknown} in the selection; axes of this sweep: {', '.join(sorted(axes))}")
-    chosen = {c.cell_id for c in cells if all(k not in c.grid or str(c.grid[k]) in v for k, v in wanted.items())
+    values = {k: sorted({str(c.grid[k]) for c in cells if k in c.grid}) for k in wanted}
+    absent = {k: [v for v in vs if not any(_grid_value_matches(g, v) for g in values[k])] for k, vs in wanted.items()}
+    absent = {k: vs for k, vs in absent.items() if vs}
+    if absent:
+        raise SweepError(f"no cell has {absent} in this sweep; values of the selected axes: {values}")
+    chosen = {c.cell_id for c in cells
+              if all(k not in c.grid or any(_grid_value_matches(c.grid[k], v) for v in vs) for k, vs in wanted.items())
               and any(k in c.grid for k in wanted)}
     if not chosen:
-        values = {k: sorted({str(c.grid[k]) for c in cells if k in c.grid}) for k in wanted}
-        raise SweepError(f"no cell matches the selection {dict((k, sorted(v)) for k, v in wanted.items())}; values in this sweep: {values}")
+        raise SweepError(f"no cell matches the selection {wanted}; values in this sweep: {values}")
     by_id = {c.cell_id: c for c in cells}
     todo = list(chosen)
     while todo:  # the dependency closure
@@ -1229,11 +1247,40 @@ def _announce_stale(cells: list[Cell], policy: str, force: bool) -> None:
         print(f"stale: {cell.cell_id} [{cell.stage}] ({'; '.join(reasons)}) -> {action}", flush=True)
 
 
+@contextlib.contextmanager
+def side_by_side(n: int, *, threads: bool = True) -> Iterator[dict[str, str]]:
+    """The environment of ``n`` cells running at once on this machine, for the kernels started
+    inside the block: ``OMP_NUM_THREADS = cores // n`` (``threads``) and the memory fraction of
+    ``batch_size="auto"`` divided by ``n`` (:data:`~.sensitivity.memory.MEMORY_FRACTION_ENV`), so
+    that ``n`` measurements planned at once on one device fit together. Restored afterwards.
+    Nothing changes for ``n = 1``."""
+    new: dict[str, str] = {}
+    if n > 1:
+        from .sensitivity.memory import MEMORY_FRACTION_ENV, memory_fraction  # imports torch: only when needed
+
+        if threads:
+            new["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+        new[MEMORY_FRACTION_ENV] = repr(memory_fraction() / n)
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    try:
+        yield new
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool | str, name: str, stale: str = "rerun",
                fresh_kernels: bool = False) -> list[CellResult]:
-    cores = os.cpu_count() or 1
-    if jobs > 1:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // jobs))
+    with side_by_side(jobs):
+        return _run_local_here(cells, jobs, force, progress, name, stale, fresh_kernels)
+
+
+def _run_local_here(cells: list[Cell], jobs: int, force: bool, progress: bool | str, name: str, stale: str,
+                    fresh_kernels: bool) -> list[CellResult]:
     futures: dict[str, Future[CellResult]] = {}
     kernels = None if fresh_kernels else _KernelPool()  # one warm kernel per worker thread
 
@@ -1263,7 +1310,8 @@ def _run_dask(cells: list[Cell], scheduler: str | None, dask_workers: int | None
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=dask_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        with side_by_side(dask_workers or 1, threads=False):  # the worker processes inherit the memory fraction
+            cluster = LocalCluster(n_workers=dask_workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     try:
         futures = {}

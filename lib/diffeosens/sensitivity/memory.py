@@ -26,7 +26,9 @@ representations (:math:`P\,e_{64}\sum_k d_k` per stored copy, on the CPU);
 
 ``batch_size="auto"`` in :func:`~.measurement.measure` chooses
 :math:`B = \min(P, \lfloor(\text{budget} - \text{fixed}) / m_\text{image}\rfloor)`; the budget
-defaults to :data:`DEFAULT_FRACTION` of the memory available on the device (CUDA: free memory
+defaults to :func:`memory_fraction` (:data:`DEFAULT_FRACTION`, or the environment variable
+:data:`MEMORY_FRACTION_ENV`, which a sweep running ``N`` cells side by side on one machine sets to
+its ``1/N``-th) of the memory available on the device (CUDA: free memory
 reported by the driver; CPU: ``MemAvailable`` of ``/proc/meminfo``). The chosen batch size, the
 budget and the estimate are recorded in the results' attributes. The result does not depend on
 the batch size (:mod:`.measurement`), so the choice changes time and memory, never the numbers.
@@ -35,6 +37,7 @@ the batch size (:mod:`.measurement`), so the choice changes time and memory, nev
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, TypedDict
 
@@ -43,10 +46,36 @@ from torch import Tensor, nn
 
 from ..validation import check_positive_int
 
-__all__ = ["DEFAULT_FRACTION", "LIVE_TENSORS", "MemoryPlan", "auto_batch_size", "available_memory", "bytes_per_image", "format_bytes"]
+__all__ = ["DEFAULT_FRACTION", "LIVE_TENSORS", "MEMORY_FRACTION_ENV", "MemoryPlan", "auto_batch_size", "available_memory",
+           "bytes_per_image", "format_bytes", "memory_fraction"]
 
 #: Fraction of the available memory a measurement with ``batch_size="auto"`` plans to use.
 DEFAULT_FRACTION = 0.5
+
+#: The environment variable that replaces :data:`DEFAULT_FRACTION` (a number in (0, 1]); set it
+#: when several processes measure on one device at once (``diffeosens sweep --jobs N`` and a local
+#: Dask cluster set it to ``DEFAULT_FRACTION / N`` for their cells).
+MEMORY_FRACTION_ENV = "DIFFEOSENS_MEMORY_FRACTION"
+
+
+def memory_fraction() -> float:
+    """The fraction of the available memory that ``batch_size="auto"`` plans to use:
+    ``$DIFFEOSENS_MEMORY_FRACTION`` if set, else :data:`DEFAULT_FRACTION`.
+
+    Raises:
+        ValueError: the environment variable is not a number in (0, 1].
+    """
+    raw = os.environ.get(MEMORY_FRACTION_ENV, "").strip()
+    if not raw:
+        return DEFAULT_FRACTION
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise ValueError(f"{MEMORY_FRACTION_ENV} must be a number in (0, 1] (the fraction of the device's available memory a "
+                         f"measurement may plan to use), got {raw!r}")
+    return value
 
 #: Live tensors of the largest module's input+output size allowed for beside the probed ones.
 LIVE_TENSORS = 4
@@ -126,7 +155,7 @@ class MemoryPlan(TypedDict):
 def auto_batch_size(probe: Any, sample: Tensor, P: int, *, budget: int | None = None, device: torch.device | str | None = None,
                     estimator: str = "mean", stored_copies: int = 3, n_groups: int = 20) -> MemoryPlan:
     """The largest batch size (at most ``P``) whose estimated memory fits ``budget`` bytes
-    (default :data:`DEFAULT_FRACTION` of :func:`available_memory` of ``device``).
+    (default :func:`memory_fraction` of :func:`available_memory` of ``device``).
 
     With ``estimator="median"``, ``stored_copies`` float64 copies of every probed representation
     of the whole probe set are kept (the clean one and one change per perturbation kind, delta and
@@ -139,21 +168,27 @@ def auto_batch_size(probe: Any, sample: Tensor, P: int, *, budget: int | None = 
     """
     dev = torch.device(device) if device is not None else sample.device
     if budget is None:
-        budget = int(DEFAULT_FRACTION * available_memory(dev))
+        budget = int(memory_fraction() * available_memory(dev))
     budget = check_positive_int(budget, "memory_budget (bytes)")
     per_image, per_probed, _ = bytes_per_image(probe, sample)
     # the median estimator keeps every clean representation and every perturbed change in float64 on the CPU
     # the prepared copy of the model (in the compute dtype), the per-group float64 means of the moments
     # (estimators.Moments) and, for the median, the stored representations
-    fixed = sum(_tensor_bytes(t) for t in (*probe.module.parameters(), *probe.module.buffers()))
-    fixed += min(n_groups, P) * per_probed * 8 // sample.element_size()
-    fixed += P * per_probed * 8 // sample.element_size() * stored_copies if estimator == "median" else 0
-    if fixed >= budget and estimator != "median":
-        raise MemoryError(f"the model alone takes {format_bytes(fixed)} in this measurement's dtype, more than the memory budget of "
-                          f"{format_bytes(budget)}; raise memory_budget or use compute_dtype=torch.float32")
+    model = sum(_tensor_bytes(t) for t in (*probe.module.parameters(), *probe.module.buffers()))
+    means = min(n_groups, P) * per_probed * 8 // sample.element_size()
+    stored = P * per_probed * 8 // sample.element_size() * stored_copies if estimator == "median" else 0
+    fixed = model + means + stored
     if fixed >= budget:
-        raise MemoryError(f"the median estimator stores {format_bytes(fixed)} of representations for P = {P}, more than the "
-                          f"memory budget of {format_bytes(budget)}; use estimator='mean', fewer probe points (layers=...) or fewer images")
+        parts = (f"the model {format_bytes(model)} (in {sample.dtype}), the float64 means of {min(n_groups, P)} jackknife groups at "
+                 f"every probe point {format_bytes(means)}" + (f", the median estimator's stored representations of P = {P} images "
+                                                               f"{format_bytes(stored)}" if stored else ""))
+        hints = ["raise memory_budget", "probe fewer points (layers=...)", "use fewer jackknife groups (n_jackknife=...)"]
+        if stored:
+            hints.insert(1, "use estimator='mean' or fewer images")
+        if sample.element_size() > 4:
+            hints.append("use compute_dtype=torch.float32")
+        raise MemoryError(f"the fixed costs of this measurement, {format_bytes(fixed)} ({parts}), exceed the memory budget of "
+                          f"{format_bytes(budget)}; {', '.join(hints)}")
     batch = (budget - fixed) // per_image
     if batch < 1:
         raise MemoryError(f"one image needs about {format_bytes(per_image)} in this measurement, more than the memory budget of "
