@@ -260,7 +260,7 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
     Raises:
         SweepError: a bad config, stage or selection, or a CPU with missing unit costs and ``measure=False``.
     """
-    from .sweep import SweepError, load_sweep, select_cells
+    from .sweep import SweepError, choose_cells, load_sweep
     from .train import training_spec
 
     dev = torch.device(device)
@@ -276,15 +276,7 @@ def plan_profile(configs: Iterable[str | os.PathLike], profile: str = "paper", *
     for config in configs:
         _cfg, cells = load_sweep(config, profile=profile, root=root)
         experiment = str(_cfg["experiment"])
-        chosen = cells
-        if stages:
-            unknown = set(stages) - {c.stage for c in cells}
-            if unknown:
-                raise SweepError(f"{experiment}: unknown stage(s) {sorted(unknown)}; stages of this sweep: {sorted({c.stage for c in cells})}")
-            chosen = [c for c in chosen if c.stage in stages]
-        if select:
-            chosen = select_cells(chosen, select)
-        priced = {c.cell_id for c in chosen}
+        priced = {c.cell_id for c in choose_cells(cells, stages=stages, select=select)}
         for cell in cells:  # every training gives its key to the measurements that need it; only the chosen cells are priced
             nb = Path(cell.notebook).stem
             p = cell.params

@@ -172,7 +172,7 @@ from .results import ResultsError, default_root, open_run
 __all__ = [
     "FRESH_KERNEL_ENV", "STALE_POLICIES", "Cell", "CellResult", "SweepError", "SweepReport", "WarmKernel", "cell_stamp", "is_done",
     "library_hash", "load_sweep", "notebook_hash", "output_is_valid", "profile_variables", "record_path", "run_cell", "run_sweep",
-    "select_cells", "side_by_side", "stale_reasons",
+    "choose_cells", "select_cells", "side_by_side", "stale_reasons",
 ]
 
 #: What a sweep does with stale cells (see the module docstring); the default is ``rerun``.
@@ -1165,13 +1165,7 @@ def run_sweep(
     _progress_mode(progress)  # check the mode before any work (and before a bar is drawn)
     root = Path(root if root is not None else default_root()).absolute()  # the same folder from every working directory
     cfg, cells = load_sweep(config, profile=profile, root=root)
-    if stages:
-        unknown = set(stages) - {c.stage for c in cells}
-        if unknown:
-            raise SweepError(f"unknown stage(s) {sorted(unknown)}; stages of this sweep: {sorted({c.stage for c in cells})}")
-        cells = [c for c in cells if c.stage in stages]
-    if select:
-        cells = select_cells(cells, select)
+    cells = choose_cells(cells, stages=stages, select=select)
     report = SweepReport(str(cfg["experiment"]), profile)
     if jobs < 1:
         raise SweepError(f"jobs must be >= 1, got {jobs}")
@@ -1192,6 +1186,23 @@ def _grid_value_matches(value: Any, wanted: str) -> bool:
         return float(str(value)) == float(wanted)
     except ValueError:
         return False
+
+
+def choose_cells(cells: Sequence[Cell], *, stages: Sequence[str] | None = None,
+                 select: Mapping[str, Sequence[Any]] | None = None) -> list[Cell]:
+    """The cells a sweep runs: those of ``stages`` (all when empty), then those ``select`` picks
+    (:func:`select_cells`) with the cells they need.
+
+    Raises:
+        SweepError: a stage the sweep does not have, or a bad selection.
+    """
+    chosen = list(cells)
+    if stages:
+        unknown = set(stages) - {c.stage for c in chosen}
+        if unknown:
+            raise SweepError(f"unknown stage(s) {sorted(unknown)}; stages of this sweep: {sorted({c.stage for c in chosen})}")
+        chosen = [c for c in chosen if c.stage in stages]
+    return select_cells(chosen, select) if select else chosen
 
 
 def select_cells(cells: Sequence[Cell], select: Mapping[str, Sequence[Any]]) -> list[Cell]:
@@ -1275,12 +1286,6 @@ def side_by_side(n: int, *, threads: bool = True) -> Iterator[dict[str, str]]:
 
 def _run_local(cells: list[Cell], jobs: int, force: bool, progress: bool | str, name: str, stale: str = "rerun",
                fresh_kernels: bool = False) -> list[CellResult]:
-    with side_by_side(jobs):
-        return _run_local_here(cells, jobs, force, progress, name, stale, fresh_kernels)
-
-
-def _run_local_here(cells: list[Cell], jobs: int, force: bool, progress: bool | str, name: str, stale: str,
-                    fresh_kernels: bool) -> list[CellResult]:
     futures: dict[str, Future[CellResult]] = {}
     kernels = None if fresh_kernels else _KernelPool()  # one warm kernel per worker thread
 
@@ -1290,7 +1295,7 @@ def _run_local_here(cells: list[Cell], jobs: int, force: bool, progress: bool | 
 
     results: list[CellResult] = []
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool, _progress(len(cells), progress, name) as bar:
+        with side_by_side(jobs), ThreadPoolExecutor(max_workers=jobs) as pool, _progress(len(cells), progress, name) as bar:
             for cell in cells:  # dependency order: a task only waits on earlier submissions
                 futures[cell.cell_id] = pool.submit(task, cell)
             for cell in cells:

@@ -52,6 +52,9 @@ __all__ = ["DEFAULT_FRACTION", "LIVE_TENSORS", "MEMORY_FRACTION_ENV", "MemoryPla
 #: Fraction of the available memory a measurement with ``batch_size="auto"`` plans to use.
 DEFAULT_FRACTION = 0.5
 
+#: Live tensors of the largest module's input+output size allowed for beside the probed ones.
+LIVE_TENSORS = 4
+
 #: The environment variable that replaces :data:`DEFAULT_FRACTION` (a number in (0, 1]); set it
 #: when several processes measure on one device at once (``diffeosens sweep --jobs N`` and a local
 #: Dask cluster set it to ``DEFAULT_FRACTION / N`` for their cells).
@@ -76,9 +79,6 @@ def memory_fraction() -> float:
         raise ValueError(f"{MEMORY_FRACTION_ENV} must be a number in (0, 1] (the fraction of the device's available memory a "
                          f"measurement may plan to use), got {raw!r}")
     return value
-
-#: Live tensors of the largest module's input+output size allowed for beside the probed ones.
-LIVE_TENSORS = 4
 
 
 def available_memory(device: torch.device | str) -> int:
@@ -174,12 +174,13 @@ def auto_batch_size(probe: Any, sample: Tensor, P: int, *, budget: int | None = 
     # the median estimator keeps every clean representation and every perturbed change in float64 on the CPU
     # the prepared copy of the model (in the compute dtype), the per-group float64 means of the moments
     # (estimators.Moments) and, for the median, the stored representations
+    groups = min(n_groups, P)
     model = sum(_tensor_bytes(t) for t in (*probe.module.parameters(), *probe.module.buffers()))
-    means = min(n_groups, P) * per_probed * 8 // sample.element_size()
+    means = groups * per_probed * 8 // sample.element_size()
     stored = P * per_probed * 8 // sample.element_size() * stored_copies if estimator == "median" else 0
     fixed = model + means + stored
     if fixed >= budget:
-        parts = (f"the model {format_bytes(model)} (in {sample.dtype}), the float64 means of {min(n_groups, P)} jackknife groups at "
+        parts = (f"the model {format_bytes(model)} (in {sample.dtype}), the float64 means of {groups} jackknife groups at "
                  f"every probe point {format_bytes(means)}" + (f", the median estimator's stored representations of P = {P} images "
                                                                f"{format_bytes(stored)}" if stored else ""))
         hints = ["raise memory_budget", "probe fewer points (layers=...)", "use fewer jackknife groups (n_jackknife=...)"]
